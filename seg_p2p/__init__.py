@@ -1,0 +1,10 @@
+"""seg_p2p: pix2pix as a semantic segmenter, alone, in ensembles, and trained end-to-end with other networks."""
+
+import os
+
+# Offline by default: MLflow telemetry, DVC analytics and albumentations' update check all reach the network.
+for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+                      "NO_ALBUMENTATIONS_UPDATE": "1"}.items():
+    os.environ.setdefault(_name, _value)
+
+__version__ = "0.1.0"

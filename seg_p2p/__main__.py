@@ -1,0 +1,3 @@
+from seg_p2p.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""`seg-p2p` command line: one subcommand per pipeline stage, each with its paths on the command line.
+
+Every user-fixable problem is a UserError: printed as one line on stderr, exit code 2, no traceback.
+Heavy imports happen inside the handlers so `seg-p2p --help` and errors stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seg_p2p.errors import UserError
+
+
+def _config(args):
+    from seg_p2p.config import load_config
+
+    return load_config(args.params, getattr(args, "experiment", None))
+
+
+def cmd_data_check(args):
+    from seg_p2p.data.check import check_dataset
+
+    print(check_dataset(Path(args.path), args.dataset))
+
+
+def cmd_prepare(args):
+    from seg_p2p.data.prepare import prepare
+
+    prepare(_config(args).data, Path(args.out))
+
+
+def cmd_params(args):
+    from seg_p2p.models import parameter_table
+
+    print(json.dumps(parameter_table(_config(args)), indent=2))
+
+
+def cmd_train(args):
+    from seg_p2p.train import train_member
+
+    train_member(_config(args), args.member, args.seed, Path(args.data), Path(args.out), resume=not args.fresh)
+
+
+def cmd_predict(args):
+    from seg_p2p.predict import predict_member
+
+    predict_member(_config(args), args.member, Path(args.data), Path(args.checkpoint), Path(args.out), args.split)
+
+
+def cmd_ensemble(args):
+    from seg_p2p.ensemble.run import run_strategy
+
+    run_strategy(_config(args), args.strategy, args.seed, Path(args.data), Path(args.runs), Path(args.out),
+                 Path(args.strategies_dir))
+
+
+def cmd_evaluate(args):
+    from seg_p2p.evaluate import evaluate_seed
+
+    evaluate_seed(_config(args), args.seed, Path(args.data), Path(args.runs), Path(args.out),
+                  Path(args.strategies_dir))
+
+
+def cmd_report(args):
+    from seg_p2p.report import write_report
+
+    path = write_report(_config(args), Path(args.data), Path(args.runs), Path(args.out))
+    print(f"conclusion tables: {path}")
+
+
+def cmd_exp_run(args):
+    from seg_p2p.experiments import run_experiment
+
+    run_experiment(Path(args.file), queue=args.queue, params=Path(args.params))
+
+
+def cmd_study(args):
+    from seg_p2p.experiments import run_study
+
+    run_study(Path(args.params))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seg-p2p", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="base parameter file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="detect a dataset's format and report its splits and classes")
+    check.add_argument("path")
+    check.add_argument("--dataset", help="built-in spec name or spec YAML (default: PATH/dataset.yaml or by name)")
+    check.set_defaults(func=cmd_data_check)
+
+    def with_experiment(p):
+        p.add_argument("--experiment", help="experiment YAML laid over params.yaml")
+        return p
+
+    p = with_experiment(sub.add_parser("prepare", help="decode the dataset once into a cache of uint8 arrays"))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member as JSON"))
+    p.set_defaults(func=cmd_params)
+
+    p = with_experiment(sub.add_parser("train", help="train one member (resumes from its last checkpoint)"))
+    p.add_argument("--member", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    p.set_defaults(func=cmd_train)
+
+    p = with_experiment(sub.add_parser("predict", help="write a member's class probabilities for splits"))
+    p.add_argument("--member", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", action="append", required=True, choices=["train", "val", "test"])
+    p.set_defaults(func=cmd_predict)
+
+    p = with_experiment(sub.add_parser("ensemble", help="run one ensemble strategy from ensembles/"))
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True)
+    p.add_argument("--runs", required=True, help="folder holding the members' train/ and predict/ outputs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--strategies-dir", default="ensembles")
+    p.set_defaults(func=cmd_ensemble)
+
+    p = with_experiment(sub.add_parser("evaluate", help="score every member and strategy of one seed"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True)
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--strategies-dir", default="ensembles")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = with_experiment(sub.add_parser("report", help="write the conclusion tables and figures"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
+    p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")
+    p.add_argument("file")
+    p.add_argument("--queue", action="store_true", help="queue it; start workers with `dvc queue start -j N`")
+    p.set_defaults(func=cmd_exp_run)
+
+    p = sub.add_parser("study", help="run the whole study with `dvc repro` and say where the tables are")
+    p.set_defaults(func=cmd_study)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"seg-p2p: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("seg-p2p: interrupted", file=sys.stderr)
+        sys.exit(130)
