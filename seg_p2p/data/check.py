@@ -1,0 +1,71 @@
+"""`seg-p2p data check PATH`: what a dataset folder holds, read exactly as `prepare` would read it.
+
+Every label is decoded, so a check that passes means prepare will pass, and the class shares
+and off-palette figures show whether the spec fits the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from seg_p2p.data.readers import LAYOUTS, RawDataset, detect_format
+from seg_p2p.data.spec import BUILTIN_SPECS, IGNORE_INDEX, OFF_PALETTE_DISTANCE, DatasetSpec, load_spec
+from seg_p2p.errors import UserError
+
+
+def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
+    """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in named like the folder."""
+    if dataset:
+        return load_spec(dataset), f"--dataset {dataset}"
+    local = path / "dataset.yaml"
+    if local.is_file():
+        return load_spec(str(local)), str(local)
+    if path.resolve().name in BUILTIN_SPECS:
+        return load_spec(path.resolve().name), "built-in, matched by folder name"
+    raise UserError(f"{path}: no dataset spec; write {local} (name, classes with name and colour, optional "
+                    "void_value / void_colours; see seg_p2p/data/specs/camvid.yaml) or pass --dataset NAME")
+
+
+def check_dataset(path: Path, dataset: str | None) -> str:
+    path = Path(path)
+    detect_format(path)  # a missing or unrecognised folder is the first thing to report
+    spec, spec_source = resolve_spec(path, dataset)
+    raw = RawDataset(path, spec)
+    pixels, sizes = {}, {}
+    for split in raw.splits:
+        histogram = np.zeros(256, dtype=np.int64)
+        for _, photo, mask in raw.samples(split):
+            histogram += np.bincount(mask.ravel(), minlength=256)
+        pixels[split], sizes[split] = histogram, f"{photo.shape[1]}x{photo.shape[0]}"
+
+    has_void = spec.void_value is not None or bool(spec.void_colours)
+    void = (f" + void (value {spec.void_value} -> {IGNORE_INDEX})" if spec.void_value is not None
+            else f" + void ({len(spec.void_colours)} colours -> {IGNORE_INDEX})" if spec.void_colours else ", no void")
+    side = f", photo on the {raw.photo_side}" if raw.photo_side else ""
+    lines = [f"dataset: {path}",
+             f"format:  {raw.format} ({LAYOUTS[raw.format]}){side}",
+             f"spec:    {spec.name} ({spec_source}): {spec.num_classes} classes{void}",
+             "", f"{'split':<8}{'pairs':>7}  size (WxH)"]
+    lines += [f"{split:<8}{len(pairs):>7}  {sizes[split]}" for split, pairs in raw.splits.items()]
+    if "test" not in raw.splits:
+        lines.append("test       none  (prepare uses val as test and carves val from train)")
+    elif "val" not in raw.splits:
+        lines.append("val        none  (prepare carves data.val_fraction of train, never test)")
+
+    width = max(len(name) for name in spec.names + ["void"]) + 2
+    lines += ["", "pixel share %".ljust(width) + "".join(f"{split:>8}" for split in raw.splits)]
+    rows = [(name, [index]) for index, name in enumerate(spec.names)]
+    rows += [("void", [IGNORE_INDEX])] if has_void else []
+    for name, indices in rows:
+        shares = [100 * pixels[split][indices].sum() / pixels[split].sum() for split in raw.splits]
+        lines.append(name.ljust(width) + "".join(f"{share:8.2f}" for share in shares))
+    absent = [name for index, name in enumerate(spec.names) if not any(pixels[s][index] for s in raw.splits)]
+    if absent:
+        lines.append(f"absent everywhere: {', '.join(absent)} (check the spec's classes)")
+    if raw.off_palette:
+        shares = ", ".join(f"{split} {100 * far / total:.1f}%" for split, (far, total) in raw.off_palette.items())
+        lines += ["", f"label pixels > {OFF_PALETTE_DISTANCE} RGB units from every palette colour: {shares} "
+                  "(JPEG bleeding at boundaries; decoded to the nearest colour)"]
+    return "\n".join(lines)

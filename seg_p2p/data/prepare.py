@@ -1,0 +1,118 @@
+"""Decode a dataset once into uint8 arrays, so training never decodes an image per step.
+
+The cache is a folder: spec.json and, per split (train, val, test), {split}_photos.npy (N,H,W,3),
+{split}_masks.npy (N,H,W; void = IGNORE_INDEX) and {split}_names.json. It is built in a temp folder
+beside the target and renamed into place (atomic_dir), so a crash leaves no half-prepared cache.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from seg_p2p.atomic import atomic_dir, open_npy, write_json
+from seg_p2p.config import DataConfig
+from seg_p2p.data.readers import SPLITS, Pair, RawDataset
+from seg_p2p.data.spec import DatasetSpec, load_spec
+from seg_p2p.data.synthetic import generate
+from seg_p2p.errors import UserError
+
+VAL_SEED = 0  # fixed, so every run and every member sees the same carved val split
+FILES = ("spec.json", *(f"{split}_{part}" for split in SPLITS
+                        for part in ("photos.npy", "masks.npy", "names.json")))
+
+
+def carve_val(train: list[Pair], fraction: float, source: Path) -> tuple[list[Pair], list[Pair]]:
+    """(train, val): a seeded permutation of the name-sorted train pairs picks val; test is never touched."""
+    count = max(1, round(fraction * len(train)))
+    if count >= len(train):
+        raise UserError(f"{source}: train has {len(train)} image(s), too few to carve a val split; "
+                        "add images or provide a val split")
+    chosen = set(np.random.default_rng(VAL_SEED).permutation(len(train))[:count].tolist())
+    return ([pair for i, pair in enumerate(train) if i not in chosen],
+            [pair for i, pair in enumerate(train) if i in chosen])
+
+
+def split_plan(raw: RawDataset, fraction: float) -> dict[str, list[Pair]]:
+    """Pairs of train, val and test. Without val, val is carved from train; without test (pix2pix
+    cityscapes ships train and val only, as the real test labels are withheld), val becomes test."""
+    plan = dict(raw.splits)
+    if "test" not in plan:
+        plan["test"] = plan.pop("val")
+    if "val" not in plan:
+        plan["train"], plan["val"] = carve_val(plan["train"], fraction, raw.root)
+    return {split: plan[split] for split in SPLITS}
+
+
+def refuse_foreign_folder(out_dir: Path) -> None:
+    """Preparing replaces out_dir whole: never let that delete a folder that is not a cache."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (out_dir / "spec.json").exists():
+        raise UserError(f"{out_dir}: exists and is not a prepared dataset; choose a new or empty output folder")
+
+
+def write_split(folder: Path, split: str, samples: Iterable[tuple[str, np.ndarray, np.ndarray]], count: int) -> None:
+    """Stream samples into memory-mapped .npy files (a split need not fit in memory)."""
+    samples = iter(samples)
+    first = next(samples)
+    height, width = first[2].shape
+    names = []
+    with (open_npy(folder / f"{split}_photos.npy", np.uint8, (count, height, width, 3)) as photos,
+          open_npy(folder / f"{split}_masks.npy", np.uint8, (count, height, width)) as masks):
+        for i, (name, photo, mask) in enumerate(tqdm(chain([first], samples), total=count, desc=split, unit="img")):
+            photos[i], masks[i] = photo, mask
+            names.append(name)
+    write_json(folder / f"{split}_names.json", names)
+
+
+def prepare(cfg: DataConfig, out_dir: Path) -> None:
+    """Read (or generate) the dataset of `cfg` and write its cache to out_dir."""
+    out_dir = Path(out_dir)
+    if cfg.dataset == "synthetic":
+        spec, raw = load_spec("synthetic"), None
+        generated = generate(cfg.synthetic)
+        plan = {split: list(zip([f"{split}_{i:04d}" for i in range(len(masks))], photos, masks))
+                for split, (photos, masks) in generated.items()}
+    else:
+        if cfg.root is None:
+            raise UserError(f"data.root is not set for dataset '{cfg.dataset}'; set it to the dataset folder "
+                            "in params.yaml or the experiment file")
+        spec = load_spec(cfg.dataset)
+        raw = RawDataset(Path(cfg.root), spec)
+        plan = split_plan(raw, cfg.val_fraction)
+    refuse_foreign_folder(out_dir)
+    with atomic_dir(out_dir) as staging:
+        write_json(staging / "spec.json", spec.model_dump())
+        for split, items in plan.items():
+            samples = items if raw is None else raw.samples(split, items)
+            write_split(staging, split, samples, len(items))
+
+
+class PreparedData:
+    """Read side of the cache: arrays are memory-mapped, so workers share pages instead of copies."""
+
+    def __init__(self, out_dir: Path):
+        self.root = Path(out_dir)
+        missing = [name for name in FILES if not (self.root / name).is_file()]
+        if missing:
+            raise UserError(f"{self.root}: not a prepared dataset (missing {missing[0]}); "
+                            f"run `seg-p2p prepare --out {self.root}` or `dvc repro prepare` first")
+        self.spec = DatasetSpec.model_validate(json.loads((self.root / "spec.json").read_text()))
+
+    def _path(self, split: str, part: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return self.root / f"{split}_{part}"
+
+    def photos(self, split: str) -> np.ndarray:
+        return np.load(self._path(split, "photos.npy"), mmap_mode="r")
+
+    def masks(self, split: str) -> np.ndarray:
+        return np.load(self._path(split, "masks.npy"), mmap_mode="r")
+
+    def names(self, split: str) -> list[str]:
+        return json.loads(self._path(split, "names.json").read_text())

@@ -1,0 +1,1 @@
+"""Ensemble strategies: fixed combiners, frozen stacking (learned) and joint end-to-end training."""

@@ -1,0 +1,167 @@
+"""The learned combiner, alone (frozen stacking) and with its members (joint, end-to-end).
+
+`JointEnsemble` is the study's question in code: members and fusion net in one model, trained by
+the same engine as a member. Its loss is the fusion cross-entropy plus every member's own loss
+(pix2pix keeps GAN + lambda*L1, its discriminator stepped in the same loop), and the fusion loss
+back-propagates into every member. It records the gradient norm that reaches each member from
+the fusion loss, so "does the ensemble actually train the members" is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seg_p2p.data.spec import IGNORE_INDEX
+from seg_p2p.ensemble.strategy import FusionConfig
+from seg_p2p.models.member import SegModel
+
+
+class FusionNet(nn.Module):
+    """3x3 convolutions over concatenated member probabilities (+ photo), added to the log of their mean:
+    it starts as the mean ensemble and learns corrections, so a few val images suffice to fit it."""
+
+    def __init__(self, num_members: int, num_classes: int, cfg: FusionConfig):
+        super().__init__()
+        in_channels = num_members * num_classes + (3 if cfg.use_photo else 0)
+        layers, width = [], in_channels
+        for _ in range(cfg.layers - 1):
+            layers += [nn.Conv2d(width, cfg.hidden, 3, padding=1), nn.ReLU(inplace=True)]
+            width = cfg.hidden
+        last = nn.Conv2d(width, num_classes, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.use_photo = cfg.use_photo
+
+    def forward(self, member_probs: list[torch.Tensor], photo: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = list(member_probs) + ([photo] if self.use_photo else [])
+        mean = torch.stack(member_probs).mean(0)
+        return self.net(torch.cat(inputs, 1)) + torch.log(mean + 1e-6)
+
+
+def fusion_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), mask, ignore_index=IGNORE_INDEX)
+
+
+def _adam_group(params, cfg) -> dict:
+    return {"params": [p for p in params if p.requires_grad], "lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
+
+
+class StackingModel(SegModel):
+    """Frozen stacking: the fusion net alone, fitted on stored member probabilities of the val split."""
+
+    def __init__(self, num_members: int, num_classes: int, cfg: FusionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.fusion = FusionNet(num_members, num_classes, cfg)
+
+    def forward(self, batch):
+        return self.fusion(list(batch["probs"].unbind(1)), batch.get("photo"))
+
+    def probabilities(self, output):
+        return output.float().softmax(1)
+
+    def generator_losses(self, batch, output):
+        return {"loss_fusion_ce": fusion_loss(output, batch["mask"])}
+
+    def optimizers(self):
+        return {"generator": torch.optim.Adam(self.fusion.parameters(), lr=self.cfg.lr)}
+
+    def parameter_groups(self):
+        return {"fusion": self.fusion}
+
+    def inference_network(self):
+        return self.fusion
+
+
+class JointEnsemble(SegModel):
+    def __init__(self, members: dict[str, SegModel], num_classes: int, cfg: FusionConfig, discriminator: bool):
+        super().__init__()
+        self.members = nn.ModuleDict(members)
+        if not discriminator:  # joint-no-d: the same members, the GAN term and its discriminator removed
+            for member in self.members.values():
+                if getattr(member, "discriminator", None) is not None:
+                    member.discriminator = None
+        self.fusion = FusionNet(len(members), num_classes, cfg)
+        self.cfg = cfg
+
+    def forward(self, batch):
+        outputs = {name: member(batch) for name, member in self.members.items()}
+        probs = {name: self.members[name].probabilities(out) for name, out in outputs.items()}
+        return {"members": outputs, "probs": probs, "fused": self.fusion(list(probs.values()), batch["photo"])}
+
+    def probabilities(self, output):
+        return output["fused"].float().softmax(1)
+
+    def generator_losses(self, batch, output):
+        losses = {"loss_fusion_ce": fusion_loss(output["fused"], batch["mask"])}
+        if torch.is_grad_enabled():
+            probs = list(output["probs"].values())
+            grads = torch.autograd.grad(losses["loss_fusion_ce"], probs, retain_graph=True, allow_unused=True)
+            for name, grad in zip(output["probs"], grads):
+                losses[f"grad_fusion.{name}"] = grad.norm() if grad is not None else torch.zeros(())
+        for name, member in self.members.items():
+            for key, value in member.generator_losses(batch, output["members"][name]).items():
+                losses[f"{key}.{name}"] = value
+        return losses
+
+    def discriminator_losses(self, batch, output):
+        losses = {}
+        for name, member in self.members.items():
+            for key, value in member.discriminator_losses(batch, output["members"][name]).items():
+                losses[f"{key}.{name}"] = value
+        return losses
+
+    def optimizers(self):
+        """One generator optimizer with a parameter group per member (each keeps its own lr and betas)."""
+        groups = [_adam_group(member.generator.parameters(), member.cfg.optimizer)
+                  for member in self.members.values()]
+        groups.append({"params": list(self.fusion.parameters()), "lr": self.cfg.lr, "betas": (0.9, 0.999)})
+        optimizers = {"generator": torch.optim.Adam(groups)}
+        discriminators = [_adam_group(m.discriminator.parameters(), m.cfg.optimizer)
+                          for m in self.members.values() if getattr(m, "discriminator", None) is not None]
+        if discriminators:
+            optimizers["discriminator"] = torch.optim.Adam(discriminators)
+        return optimizers
+
+    def parameter_groups(self):
+        groups = {"generator": nn.ModuleList([m.generator for m in self.members.values()]), "fusion": self.fusion}
+        discriminators = [m.discriminator for m in self.members.values() if getattr(m, "discriminator", None)]
+        if discriminators:
+            groups["discriminator"] = nn.ModuleList(discriminators)
+        return groups
+
+    def inference_network(self):
+        return _JointInference(self)
+
+
+class _JointInference(nn.Module):
+    """Photo -> fused logits, for FLOPs and timing (the discriminator is not run at test time)."""
+
+    def __init__(self, joint: JointEnsemble):
+        super().__init__()
+        self.joint = joint
+
+    def forward(self, photo):
+        return self.joint({"photo": photo})["fused"]
+
+
+class ProbabilityDataset(torch.utils.data.Dataset):
+    """Stored member probabilities of one split with its (eval-transformed) photos and masks."""
+
+    def __init__(self, member_probs: list[np.ndarray], base):
+        self.member_probs, self.base = member_probs, base
+
+    def __len__(self):
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        item["probs"] = torch.from_numpy(np.stack([p[i] for p in self.member_probs]).astype(np.float32))
+        return item

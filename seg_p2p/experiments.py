@@ -1,0 +1,78 @@
+"""Experiments are DVC experiments: `seg-p2p exp run FILE` validates the delta and hands it to `dvc exp run -S`.
+
+DVC does the rest (caching, `dvc exp show`, queues with `dvc queue start -j N`); nothing here schedules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from seg_p2p.config import load_config, read_yaml
+from seg_p2p.errors import UserError
+
+
+def set_arguments(delta: dict, prefix: str = "") -> list[str]:
+    """Nested YAML delta -> ['-S', 'data.crop_size=128', ...]; lists and nulls in YAML flow syntax."""
+    args = []
+    for key, value in delta.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            args += set_arguments(value, f"{name}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            args += ["-S", f"{name}={text}"]
+    return args
+
+
+def dvc_executable() -> str:
+    found = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    if not Path(found).exists():
+        raise UserError("dvc is not installed in this environment; run `make install` (or pip install dvc)")
+    return found
+
+
+def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.yaml")) -> None:
+    cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
+    delta = read_yaml(file)
+    root = delta.get("data", {}).get("root")
+    if root is not None:  # queued experiments run in a temp copy of the repo: make the data path absolute
+        absolute = Path(root).expanduser().resolve()
+        if not absolute.is_dir():
+            raise UserError(f"{file}: data.root '{root}' is not a folder; point it at the dataset")
+        delta["data"]["root"] = str(absolute)
+    command = [dvc_executable(), "exp", "run", "-n", f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+               *set_arguments(delta)]
+    if queue:
+        command.append("--queue")
+    print(f"experiment {cfg.name}: {' '.join(command[1:])}", file=sys.stderr)
+    result = subprocess.run(command, env=os.environ)
+    if result.returncode:
+        sys.exit(result.returncode)
+    if queue:
+        print("queued; start workers with `dvc queue start -j N` (N <= cores or GPUs) and follow them with "
+              "`dvc queue status` / `dvc exp show`", file=sys.stderr)
+
+
+def run_study(params: Path = Path("params.yaml")) -> None:
+    """`make study`: the whole pipeline with `dvc repro`, then where to look."""
+    cfg = load_config(params)
+    dvc = dvc_executable()
+    if not Path(".dvc").is_dir():
+        scm = [] if Path(".git").exists() else ["--no-scm"]
+        subprocess.run([dvc, "init", "-q", *scm], check=True)
+        subprocess.run([dvc, "config", "core.analytics", "false"], check=True)
+    started = time.perf_counter()
+    result = subprocess.run([dvc, "repro"], env=os.environ)
+    if result.returncode:
+        raise UserError(f"`dvc repro` failed (exit {result.returncode}); the message above names the stage")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nstudy '{cfg.name}' done in {minutes:.1f} min\n"
+          f"  conclusion tables: reports/{cfg.name}/conclusion.md\n"
+          f"  metrics:           dvc metrics show   |   plots: dvc plots show (writes dvc_plots/index.html)\n"
+          f"  MLflow:            .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1")

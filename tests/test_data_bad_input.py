@@ -1,0 +1,233 @@
+"""Every bad input a user can hand `seg-p2p prepare` / `data check`: exit 2, one line naming the file, nothing written.
+
+The safe conversions (grey photo, opaque RGBA photo, palette-mode index mask) must prepare fine.
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from seg_p2p.cli import main
+from seg_p2p.data.prepare import PreparedData
+
+SPEC = {"name": "tiny", "void_value": 3, "classes": [{"name": "red", "colour": [255, 0, 0]},
+                                                     {"name": "green", "colour": [0, 255, 0]},
+                                                     {"name": "blue", "colour": [0, 0, 255]}]}
+PALETTE = np.array([c["colour"] for c in SPEC["classes"]], dtype=np.uint8)
+
+
+def mask(seed=0):
+    return np.random.default_rng(seed).integers(0, 3, (3, 4)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
+
+
+def photo(seed=0):
+    return np.random.default_rng(seed + 100).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+
+
+def save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def paired(tmp_path):
+    """A valid paired-layout dataset: train 3, test 2."""
+    root = tmp_path / "raw"
+    for split, count in (("train", 3), ("test", 2)):
+        for i in range(count):
+            save(root / "A" / split / f"{i}.png", photo(i))
+            save(root / "B" / split / f"{i}.png", PALETTE[mask(i)])
+    return root
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    """A valid index-layout dataset: train 3, test 2, void value 3."""
+    root = tmp_path / "raw"
+    for split, count in (("train", 3), ("test", 2)):
+        for i in range(count):
+            save(root / split / f"{i}.png", photo(i))
+            save(root / f"{split}annot" / f"{i}.png", mask(i))
+    return root
+
+
+def run(tmp_path, root, spec=None, command="prepare"):
+    """Run the CLI on root; return (exit code, stderr lines, out folder)."""
+    spec_path = tmp_path / "spec.yaml"
+    if not spec_path.exists():
+        spec_path.write_text(yaml.safe_dump(spec or SPEC))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"dataset": str(spec_path), "root": str(root)}}))
+    out = tmp_path / "out" / "prepared"
+    argv = (["--params", str(params), "prepare", "--out", str(out)] if command == "prepare"
+            else ["data", "check", str(root), "--dataset", str(spec_path)])
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, out
+
+
+def assert_refused(tmp_path, capsys, root, *expected, command="prepare"):
+    code, out = run(tmp_path, root, command=command)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    error = err.splitlines()[-1]  # after any progress bars
+    assert error.startswith("seg-p2p: error: ") and err.count("seg-p2p: error: ") == 1
+    for text in expected:
+        assert str(text) in error
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))  # nothing written
+
+
+def assert_prepared(tmp_path, capsys, root):
+    code, out = run(tmp_path, root)
+    assert code == 0, capsys.readouterr().err
+    return PreparedData(out)
+
+
+def train_item(data, name):
+    """(photo, mask) of a raw train file, which prepare may have moved to the carved val split."""
+    split = "train" if name in data.names("train") else "val"
+    i = data.names(split).index(name)
+    return data.photos(split)[i], data.masks(split)[i]
+
+
+def test_valid_fixtures_prepare(tmp_path, capsys, paired):
+    data = assert_prepared(tmp_path, capsys, paired)
+    assert (data.masks("test")[1] == mask(1)).all()
+
+
+def test_missing_split(tmp_path, capsys, paired):
+    for side in "AB":
+        (paired / side / "test").rename(paired / side / "extra")
+    assert_refused(tmp_path, capsys, paired, "missing split 'test'")
+
+
+def test_missing_train(tmp_path, capsys, indexed):
+    for folder in ("train", "trainannot"):
+        for path in (indexed / folder).iterdir():
+            path.unlink()
+        (indexed / folder).rmdir()
+    assert_refused(tmp_path, capsys, indexed, "missing split 'train'")
+
+
+def test_empty_split(tmp_path, capsys, paired):
+    for side in "AB":
+        for path in (paired / side / "test").iterdir():
+            path.unlink()
+    assert_refused(tmp_path, capsys, paired, paired / "A" / "test", "empty split")
+
+
+def test_missing_label_folder(tmp_path, capsys, indexed):
+    for path in (indexed / "testannot").iterdir():
+        path.unlink()
+    (indexed / "testannot").rmdir()
+    assert_refused(tmp_path, capsys, indexed, indexed / "testannot", "missing")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated_png", "truncated_jpeg"])
+def test_unreadable_or_truncated_image(tmp_path, capsys, paired, damage):
+    target = paired / "A" / "train" / "1.png"
+    if damage == "garbage":
+        target.write_bytes(b"this is not an image")
+    elif damage == "truncated_png":
+        target.write_bytes(target.read_bytes()[:200])
+    else:
+        target.unlink()
+        target = target.with_suffix(".jpg")
+        Image.fromarray(photo(1)).save(target, quality=95)
+        target.write_bytes(target.read_bytes()[:300])
+    assert_refused(tmp_path, capsys, paired, target, "unreadable or truncated")
+
+
+def test_sizes_differ(tmp_path, capsys, paired):
+    save(paired / "B" / "train" / "2.png", PALETTE[mask(2)][:8])
+    assert_refused(tmp_path, capsys, paired, paired / "B" / "train" / "2.png", "differs from its photo")
+
+
+def test_split_of_mixed_sizes(tmp_path, capsys, paired):
+    save(paired / "A" / "test" / "1.png", photo(1)[:8])
+    save(paired / "B" / "test" / "1.png", PALETTE[mask(1)][:8])
+    assert_refused(tmp_path, capsys, paired, paired / "A" / "test" / "1.png", "must share one size")
+
+
+@pytest.mark.parametrize("side", ["A", "B"])
+def test_no_partner(tmp_path, capsys, paired, side):
+    (paired / ("B" if side == "A" else "A") / "train" / "1.png").unlink()
+    assert_refused(tmp_path, capsys, paired, paired / side / "train" / "1.png", "has no partner")
+
+
+def test_label_mostly_off_palette(tmp_path, capsys, paired):
+    save(paired / "B" / "test" / "1.png", photo(7))  # a photo where a label belongs
+    assert_refused(tmp_path, capsys, paired, paired / "B" / "test" / "1.png", "not near any 'tiny' label colour")
+
+
+def test_index_values_beyond_classes(tmp_path, capsys, indexed):
+    bad = mask(1)
+    bad[0, 0] = 7
+    save(indexed / "trainannot" / "1.png", bad)
+    assert_refused(tmp_path, capsys, indexed, indexed / "trainannot" / "1.png", "[7]", "void value 3")
+
+
+def test_grey_photo_is_converted(tmp_path, capsys, paired):
+    save(paired / "A" / "train" / "0.png", photo(0)[..., 0])
+    data = assert_prepared(tmp_path, capsys, paired)
+    first = train_item(data, "0")[0]
+    assert (first[..., 0] == first[..., 2]).all() and (first[..., 0] == photo(0)[..., 0]).all()
+
+
+@pytest.mark.parametrize("opaque", [True, False])
+def test_rgba_photo_converted_only_if_opaque(tmp_path, capsys, paired, opaque):
+    rgba = np.concatenate([photo(0), np.full((12, 16, 1), 255, np.uint8)], axis=2)
+    rgba[0, 0, 3] = 255 if opaque else 128
+    save(paired / "A" / "train" / "0.png", rgba)
+    if opaque:
+        data = assert_prepared(tmp_path, capsys, paired)
+        assert (train_item(data, "0")[0] == photo(0)).all()
+    else:
+        assert_refused(tmp_path, capsys, paired, paired / "A" / "train" / "0.png", "transparent")
+
+
+@pytest.mark.parametrize("kind", ["grey16_photo", "rgb16_photo", "mask16"])
+def test_16_bit_refused(tmp_path, capsys, indexed, kind):
+    if kind == "grey16_photo":
+        target = indexed / "train" / "1.png"
+        Image.fromarray(photo(1)[..., 0].astype(np.uint16) * 257).save(target)
+    elif kind == "rgb16_photo":
+        target = indexed / "train" / "1.png"
+        cv2.imwrite(str(target), photo(1).astype(np.uint16) * 257)
+    else:
+        target = indexed / "trainannot" / "1.png"
+        Image.fromarray(mask(1).astype(np.uint16)).save(target)
+    assert_refused(tmp_path, capsys, indexed, target, "8 bits")
+
+
+def test_palette_mode_mask_uses_indices(tmp_path, capsys, indexed):
+    image = Image.fromarray(mask(1))
+    image.putpalette([9, 9, 9, 200, 10, 10, 10, 200, 10])  # display colours unrelated to the class ids
+    image.save(indexed / "trainannot" / "1.png")
+    data = assert_prepared(tmp_path, capsys, indexed)
+    assert (train_item(data, "1")[1] == mask(1)).all()
+
+
+def test_unknown_key_in_spec(tmp_path, capsys, paired):
+    (tmp_path / "spec.yaml").write_text(json.dumps({**SPEC, "ignore": 3}))
+    assert_refused(tmp_path, capsys, paired, tmp_path / "spec.yaml", "unknown key 'ignore'")
+
+
+def test_aligned_odd_width(tmp_path, capsys):
+    root = tmp_path / "raw"
+    for split in ("train", "test"):
+        save(root / split / "0.png", np.concatenate([photo(0), PALETTE[mask(0)][:, :15]], axis=1))
+    assert_refused(tmp_path, capsys, root, root / "train" / "0.png", "odd width")
+
+
+def test_data_check_refuses_too(tmp_path, capsys, paired):
+    (paired / "B" / "train" / "1.png").unlink()
+    assert_refused(tmp_path, capsys, paired, paired / "A" / "train" / "1.png", "has no partner", command="check")
+    assert_refused(tmp_path, capsys, tmp_path / "nowhere", "not found", command="check")

@@ -1,0 +1,135 @@
+"""The three members: exact reference parameter counts, the GAN step, and learning on a fixed batch."""
+
+import numpy as np
+import pytest
+import torch
+
+from seg_p2p.config import Config, Pix2PixConfig, UnetCEConfig, UnetL1Config, load_config
+from seg_p2p.models import build_member, parameter_counts, parameter_table
+from seg_p2p.models.networks import PatchDiscriminator, UnetGenerator
+from seg_p2p.train import train_step
+
+PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+
+
+class Spec:
+    palette = PALETTE
+    num_classes = len(PALETTE)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_reference_parameter_counts():
+    with torch.device("meta"):
+        assert count(UnetGenerator(3, 3, num_downs=8, ngf=64)) == 54_413_955
+        assert count(PatchDiscriminator(6, ndf=64, n_layers=3)) == 2_768_705
+        assert count(UnetGenerator(3, 19, num_downs=8)) == 54_446_739
+        assert count(PatchDiscriminator(22)) == 2_785_089
+
+
+def test_params_command_with_paper_settings(capsys):
+    from seg_p2p.cli import main
+
+    cfg = load_config("params.yaml", overrides={
+        "data": {"crop_size": 256, "load_size": 286},
+        "members": {"pix2pix": {"generator": {"ngf": 64, "head": "rgb", "num_downs": None}}}})
+    table = parameter_table(cfg)
+    assert table["pix2pix"]["generator"] == 54_413_955
+    assert table["pix2pix"]["discriminator"] == 2_768_705
+    assert table["pix2pix"]["inference"] == 54_413_955
+    main(["params"])
+    assert '"pix2pix"' in capsys.readouterr().out
+
+
+def tiny_config(head="rgb") -> Config:
+    generator = {"ngf": 8, "head": head, "dropout": 0.0}
+    return Config.model_validate({
+        "data": {"crop_size": 32, "load_size": 32},
+        "members": {"pix2pix": {"kind": "pix2pix", "generator": generator, "discriminator": {"ndf": 8}},
+                    "unet_l1": {"kind": "unet_l1", "generator": generator},
+                    "unet_ce": {"kind": "unet_ce", "encoder": "resnet18"}}})
+
+
+def fixed_batch(n=4, size=32):
+    torch.manual_seed(0)
+    mask = torch.zeros(n, size, size, dtype=torch.long)
+    mask[:, :, size // 2:] = 1
+    mask[:, size // 2:, :] += 2
+    photo = PALETTE_T[mask].permute(0, 3, 1, 2) + 0.1 * torch.randn(n, 3, size, size)
+    return {"photo": photo, "mask": mask}
+
+
+PALETTE_T = torch.tensor(PALETTE, dtype=torch.float32) / 127.5 - 1
+
+
+@pytest.mark.parametrize("member,head", [("pix2pix", "rgb"), ("pix2pix", "onehot"), ("unet_l1", "rgb"),
+                                         ("unet_ce", "rgb")])
+def test_loss_goes_down_on_a_fixed_batch(member, head):
+    torch.manual_seed(0)
+    model = build_member(tiny_config(head), member, Spec)
+    optimizers = model.optimizers()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    from contextlib import nullcontext
+
+    batch = fixed_batch()
+    model.train()
+    first = None
+    for _ in range(60):
+        stats = train_step(model, batch, optimizers, scaler, nullcontext)
+        l1_or_ce = {k: v for k, v in stats.items() if k in ("loss_g_l1", "loss_l1", "loss_ce")}
+        first = first or l1_or_ce
+    for key, value in l1_or_ce.items():
+        assert value < 0.85 * first[key], (key, first[key], value)
+    probs = model.probabilities(model(batch))
+    assert probs.shape == (4, 4, 32, 32)
+    torch.testing.assert_close(probs.sum(1), torch.ones(4, 32, 32))
+
+
+def test_gan_step_updates_both_networks_and_keeps_d_out_of_g_optimizer():
+    from contextlib import nullcontext
+
+    torch.manual_seed(0)
+    model = build_member(tiny_config(), "pix2pix", Spec)
+    optimizers = model.optimizers()
+    g_params = {id(p) for group in optimizers["generator"].param_groups for p in group["params"]}
+    d_params = {id(p) for group in optimizers["discriminator"].param_groups for p in group["params"]}
+    assert g_params == {id(p) for p in model.generator.parameters()}
+    assert d_params == {id(p) for p in model.discriminator.parameters()}
+    g_before = [p.clone() for p in model.generator.parameters()]
+    d_before = [p.clone() for p in model.discriminator.parameters()]
+    stats = train_step(model, fixed_batch(), optimizers, torch.amp.GradScaler("cpu", enabled=False), nullcontext)
+    assert {"loss_d", "loss_g_gan", "loss_g_l1", "d_real", "d_fake"} <= set(stats)
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()) if a.dim() > 1)
+    assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()) if a.dim() > 1)
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_unet_l1_has_no_discriminator_and_ce_counts():
+    cfg = tiny_config()
+    assert "discriminator" not in parameter_counts(build_member(cfg, "unet_l1", Spec))
+    counts = parameter_counts(build_member(cfg, "unet_ce", Spec))
+    assert counts["training"] == counts["inference"] == counts["generator"]
+
+
+def test_dropout_at_test_keeps_dropout_active():
+    cfg = Config.model_validate({"data": {"crop_size": 64, "load_size": 64}, "members": {
+        "p": {"kind": "unet_l1", "generator": {"ngf": 8, "dropout": 0.5, "dropout_at_test": True}}}})
+    model = build_member(cfg, "p", Spec).eval()
+    x = {"photo": torch.randn(1, 3, 64, 64)}
+    assert not torch.equal(model(x), model(x))
+
+
+def test_unknown_member_is_a_user_error():
+    from seg_p2p.errors import UserError
+
+    with pytest.raises(UserError, match="not defined under members"):
+        build_member(tiny_config(), "pix2pixx", Spec)
+
+
+def test_config_types_are_kinds():
+    cfg = tiny_config()
+    assert isinstance(cfg.members["pix2pix"], Pix2PixConfig)
+    assert isinstance(cfg.members["unet_l1"], UnetL1Config)
+    assert isinstance(cfg.members["unet_ce"], UnetCEConfig)

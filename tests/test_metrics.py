@@ -1,0 +1,126 @@
+"""Metrics against hand-computed values and against torchmetrics, cost counters against analytic counts."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from seg_p2p.metrics import (SegmentationScorer, bootstrap_delta, confusion_matrices, count_parameters,
+                             flops_per_image, inference_ms_per_image, scores_from_confusion)
+
+NAMES = ["sky", "road", "car", "tree"]
+
+
+def test_scores_by_hand():
+    # class 0 and 1 in the truth, class 2 only predicted, class 3 nowhere, one void pixel.
+    target = torch.tensor([[[0, 0, 1], [1, 255, 0]]])
+    pred = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
+    confusion = confusion_matrices(pred, target, 4)
+    expected = [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert confusion.dtype == torch.int64 and confusion[0].tolist() == expected
+
+    scores = scores_from_confusion(confusion.sum(0), NAMES)
+    assert scores["per_class_iou"] == pytest.approx({"sky": 2 / 3, "road": 1 / 3, "car": 0.0, "tree": None})
+    assert scores["per_class_accuracy"] == pytest.approx({"sky": 2 / 3, "road": 1 / 2, "car": 0.0, "tree": None})
+    assert scores["miou"] == pytest.approx(1 / 3)  # tree skipped, car counts 0
+    assert scores["pixel_accuracy"] == pytest.approx(3 / 5)  # the void pixel is not counted
+    assert scores["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+
+
+def _random_batch(generator, n=3, size=5, classes=4):
+    target = torch.randint(0, classes, (n, size, size), generator=generator)
+    target[torch.rand(target.shape, generator=generator) < 0.1] = 255
+    pred = torch.randint(0, classes, (n, size, size), generator=generator)
+    return pred, target
+
+
+def test_confusion_matrices_equal_torchmetrics_per_image():
+    pred, target = _random_batch(torch.Generator().manual_seed(0), classes=4)
+    ours = confusion_matrices(pred, target, 4)
+    for i in range(len(pred)):
+        assert torch.equal(ours[i], multiclass_confusion_matrix(pred[i], target[i], 4, ignore_index=255))
+
+
+def test_out_of_range_class_ids_are_refused():
+    with pytest.raises(ValueError, match="target"):
+        confusion_matrices(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7), 4)
+
+
+def test_scorer_matches_scores_from_summed_per_image_confusions():
+    generator = torch.Generator().manual_seed(1)
+    scorer = SegmentationScorer(NAMES)
+    for _ in range(3):
+        pred, target = _random_batch(generator)
+        pred[pred == 3] = 2  # class 3 never predicted
+        scorer.update(pred, target)
+    scores, per_image = scorer.compute()
+    assert per_image.shape == (9, 4, 4) and per_image.dtype == np.int64
+    recomputed = scores_from_confusion(per_image.sum(0), NAMES)
+    for key in ("miou", "pixel_accuracy", "mean_class_accuracy"):
+        assert recomputed[key] == pytest.approx(scores[key], abs=1e-6)
+    assert recomputed["per_class_iou"] == scores["per_class_iou"]
+    assert scores["per_class_iou"]["tree"] == 0.0  # in the truth, never predicted
+
+
+def test_scorer_takes_a_class_count_and_keeps_the_deterministic_flag():
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        scorer = SegmentationScorer(3)
+        scorer.update(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [2, 255]]]))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+    scores, _ = scorer.compute()
+    assert scores["miou"] == 1.0 and list(scores["per_class_iou"]) == ["0", "1", "2"]
+
+
+def test_count_parameters():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    assert count_parameters(net) == {"total": 3 * 4 + 4 + 4 * 2 + 2, "trainable": 4 * 2 + 2}
+
+
+def test_flops_are_twice_the_multiply_adds_per_image():
+    linear = nn.Linear(8, 4)
+    assert flops_per_image(linear, torch.randn(2, 8)) == 2 * 8 * 4
+    conv = nn.Conv2d(3, 5, 3, padding=1).eval()
+    assert flops_per_image(conv, torch.randn(2, 3, 6, 6)) == 2 * (5 * 6 * 6) * (3 * 3 * 3)
+    assert linear.training and not conv.training  # each module's mode is restored
+
+
+def test_inference_ms_per_image_calls_warmup_plus_repeats():
+    calls = []
+    ms = inference_ms_per_image(lambda x: calls.append(x.shape), torch.zeros(4, 3), repeats=3, warmup=2)
+    assert len(calls) == 5 and ms >= 0
+
+
+def _confusions(rng, n, classes, error_rate):
+    """Per-image confusions of a model wrong on about error_rate of 100 pixels per class."""
+    conf = np.zeros((n, classes, classes), dtype=np.int64)
+    for c in range(classes):
+        wrong = rng.binomial(100, error_rate, size=n)
+        conf[:, c, c] = 100 - wrong
+        conf[:, c, (c + 1) % classes] = wrong
+    return conf
+
+
+def test_bootstrap_identical_models_give_zero_delta_and_zero_width():
+    conf = _confusions(np.random.default_rng(0), 20, 5, 0.3)
+    assert bootstrap_delta(conf, conf.copy()) == {"delta": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_bootstrap_better_model_has_positive_interval_and_is_fast():
+    rng = np.random.default_rng(0)
+    good, bad = _confusions(rng, 100, 12, 0.1), _confusions(rng, 100, 12, 0.3)
+    start = time.perf_counter()
+    result = bootstrap_delta(good, bad, samples=1000)
+    assert time.perf_counter() - start < 1.0
+    assert 0 < result["low"] <= result["delta"] <= result["high"]
+    assert result["delta"] == pytest.approx(scores_from_confusion(good.sum(0), list("abcdefghijkl"))["miou"]
+                                            - scores_from_confusion(bad.sum(0), list("abcdefghijkl"))["miou"])
+    flipped = bootstrap_delta(bad, good, samples=1000)
+    assert flipped["high"] < 0 and flipped["delta"] == pytest.approx(-result["delta"])

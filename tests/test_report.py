@@ -1,0 +1,159 @@
+"""The report on a fake study: files, numbers worked out by hand, and verdicts that follow the numbers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seg_p2p.config import Config
+from seg_p2p.errors import UserError
+from seg_p2p.layout import model_dir
+from seg_p2p.metrics import scores_from_confusion
+from seg_p2p.report import end_to_end_sentence, hypothesis_rows, load_study, write_report
+
+CLASSES = ["sky", "road", "car"]
+MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
+STRATEGIES = ["mean", "learned", "joint", "joint-no-d"]
+OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
+# Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
+ERRORS = {"pix2pix": (2, 4), "unet_l1": (3, 3), "unet_ce": (1, 1), "mean": (1, 2), "learned": (3, 3),
+          "joint": (1, 1), "joint-no-d": (3, 3)}
+HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
+           "joint": ["loss_g_gan", "loss_ce", "loss_d"], "joint-no-d": ["loss_ce"]}
+
+
+def _confusions(base: int) -> np.ndarray:
+    """Per-image (6,3,3) confusions: 10 pixels per class, base + offset of them mistaken for the next class.
+
+    Every class loses and gains the same count E summed over images, so each IoU is (60 - E) / (60 + E).
+    """
+    conf = np.zeros((len(OFFSETS), 3, 3), dtype=np.int64)
+    for i, offset in enumerate(OFFSETS):
+        for c in range(3):
+            conf[i, c, c] = 10 - base - offset
+            conf[i, c, (c + 1) % 3] = base + offset
+    return conf
+
+
+def _iou(base: int) -> float:
+    errors = base * len(OFFSETS) + sum(OFFSETS)
+    return (60 - errors) / (60 + errors)
+
+
+def make_study(root, errors=None, diverged=(False, False), seeds=(0, 1), strategies=STRATEGIES):
+    """A prepared-data folder and a runs folder laid out as the pipeline writes them."""
+    errors = {**ERRORS, **(errors or {})}
+    rng = np.random.default_rng(0)
+    data, runs = root / "data", root / "runs"
+    data.mkdir(parents=True)
+    colours = [[70, 130, 180], [128, 64, 128], [0, 0, 142]]
+    spec = {"name": "fakescapes", "classes": [{"name": n, "colour": c} for n, c in zip(CLASSES, colours)],
+            "void_value": 255}
+    (data / "spec.json").write_text(json.dumps(spec))
+    np.save(data / "test_photos.npy", rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    masks = rng.integers(0, 3, (6, 16, 16), dtype=np.uint8)
+    masks[:, :2] = 255
+    np.save(data / "test_masks.npy", masks)
+    for index, seed in enumerate(seeds):
+        evaluate = runs / f"seed{seed}" / "evaluate"
+        evaluate.mkdir(parents=True)
+        for model in MEMBERS + list(strategies):
+            conf = _confusions(errors[model][index])
+            np.save(evaluate / f"{model}_test_confusion.npy", conf)
+            gan = model in ("pix2pix", "joint")
+            record = {"model": model, "kind": "member" if model in MEMBERS else "ensemble", "seed": seed,
+                      **scores_from_confusion(conf.sum(0), CLASSES),
+                      "params": {"generator": 54_413_955, "discriminator": 2_768_705 if gan else 0, "fusion": 0,
+                                 "training": 57_182_660 if gan else 54_413_955, "inference": 54_413_955},
+                      "flops_per_image": 3_000_000_000, "inference_ms_per_image": 5.0,
+                      "train_seconds": 100.0 + seed, "seconds_per_step": 0.5,
+                      "diverged": diverged[index] if model == "joint" else (False if gan else None)}
+            if model not in MEMBERS:
+                record["members"] = MEMBERS
+            (evaluate / f"{model}.json").write_text(json.dumps(record))
+            folder = model_dir(runs / f"seed{seed}", model, MEMBERS)
+            predict = folder / "predict"
+            predict.mkdir(parents=True)
+            np.save(predict / "test_pred.npy", rng.integers(0, 3, (6, 8, 8), dtype=np.uint8))
+            if model in HISTORY:
+                epochs = np.arange(1, 4)
+                history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
+                                        "val_miou": [0.2, np.nan, 0.4]})
+                (folder / "train").mkdir(parents=True)
+                history.to_csv(folder / "train" / "history.csv", index=False)
+    cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies)})
+    return cfg, data, runs
+
+
+def test_report_writes_every_file_with_hand_computed_numbers(tmp_path):
+    cfg, data, runs = make_study(tmp_path)
+    path = write_report(cfg, data, runs, tmp_path / "report")
+    assert path == tmp_path / "report" / "conclusion.md"
+    for name in ("members", "ensembles", "hypothesis", "per_class_iou"):
+        assert (tmp_path / "report" / f"{name}.csv").is_file() and (tmp_path / "report" / f"{name}.tex").is_file()
+    for name in ("qualitative", "per_class_iou", "training_curves"):
+        assert (tmp_path / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # pix2pix: 15 errors of 60 pixels per class in seed 0 -> IoU 45/75; 27 in seed 1 -> 33/87.
+    miou = [45 / 75, 33 / 87]
+    members = pd.read_csv(tmp_path / "report" / "members.csv").set_index("model")
+    assert members.loc["pix2pix", "miou_mean"] == pytest.approx(np.mean(miou))
+    assert members.loc["pix2pix", "miou_std"] == pytest.approx(np.std(miou, ddof=1))
+    assert members.loc["pix2pix", "params_training"] == 57_182_660  # exact integers in the CSV
+    text = path.read_text()
+    assert f"{np.mean(miou):.3f} ± {np.std(miou, ddof=1):.3f}" in text and "57.18" in text
+    assert "# fake-study: pix2pix as a semantic segmenter on fakescapes" in text and "Seeds: 0, 1" in text
+    assert "](qualitative.png)" in text and "](training_curves.png)" in text
+    assert r"$\pm$" in (tmp_path / "report" / "members.tex").read_text()
+
+    ensembles = pd.read_csv(tmp_path / "report" / "ensembles.csv").set_index("strategy")
+    assert (ensembles["best_member"] == "unet_ce").all()  # best by mean mIoU
+    learned = ensembles.loc["learned"]
+    assert learned["delta_vs_best"] == pytest.approx(_iou(3) - _iou(1))
+    assert learned["delta_low"] <= learned["delta_vs_best"] <= learned["delta_high"] < 0
+    per_class = pd.read_csv(tmp_path / "report" / "per_class_iou.csv").set_index("model")
+    assert per_class.loc["pix2pix", "road"] == pytest.approx(np.mean(miou))
+    hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv")
+    assert hypothesis["strategy"].tolist() == ["learned", "joint", "joint-no-d"]
+
+    assert "Yes: pix2pix can be trained end-to-end" in text and "0 of 2 runs diverged" in text
+    assert "so end-to-end training helps." in text
+    assert "The discriminator helps: `joint` vs `joint-no-d`" in text
+
+
+@pytest.mark.parametrize("joint, diverged, expected", [
+    ((1, 1), (False, False), "can be trained end-to-end with the other networks: `joint` trained stably"),
+    ((5, 5), (False, False), "excludes 0) vs frozen stacking, so end-to-end training hurts."),
+    ((3, 3), (False, False), "includes 0) vs frozen stacking, so end-to-end training neither helps nor hurts"),
+    ((1, 1), (True, False), "Only unreliably: trained end-to-end with the other networks, pix2pix diverged in 1 of 2"),
+    ((1, 1), (True, True), "No: pix2pix could not be trained end-to-end with the other networks here (2 of 2 `joint`"),
+])
+def test_end_to_end_sentence_follows_the_numbers(tmp_path, joint, diverged, expected):
+    cfg, data, runs = make_study(tmp_path, errors={"joint": joint}, diverged=diverged)
+    sentence = end_to_end_sentence(hypothesis_rows(load_study(cfg, data, runs)))
+    assert expected in sentence
+    assert ("training helps" in sentence) == (joint == (1, 1) and diverged != (True, True))
+
+
+def test_single_seed_without_joint_shows_plain_means_and_says_what_is_untested(tmp_path):
+    cfg, data, runs = make_study(tmp_path, seeds=(0,), strategies=["max", "learned"],
+                                 errors={"max": (2,)})
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert "±" not in text.split("## How to read")[0] and f"{45 / 75:.3f}" in text
+    assert "no `joint` run, so it does not test" in text
+    assert "Whether the discriminator matters is not tested here" in text
+
+
+@pytest.mark.parametrize("missing, stage", [
+    ("runs/seed1/evaluate/joint_test_confusion.npy", "dvc repro evaluate"),
+    ("runs/seed0/evaluate/unet_l1.json", "dvc repro evaluate"),
+    ("runs/seed0/ensembles/learned/predict/test_pred.npy", "dvc repro ensemble"),
+    ("runs/seed1/members/unet_ce/train/history.csv", "dvc repro train"),
+    ("data/test_masks.npy", "dvc repro prepare"),
+])
+def test_a_missing_input_names_the_file_and_the_stage(tmp_path, missing, stage):
+    cfg, data, runs = make_study(tmp_path)
+    (tmp_path / missing).unlink()
+    with pytest.raises(UserError, match=rf"{missing}: missing; run `{stage}`"):
+        write_report(cfg, data, runs, tmp_path / "report")
