@@ -1,7 +1,9 @@
 """Atomic writes: a file is either the old one, the new one, or absent; never half-written.
 
 Every output of seg_p2p goes through here (temp file in the same folder, fsync, rename),
-so a crash or SIGKILL at any moment leaves only complete files behind.
+so a crash or SIGKILL at any moment leaves only complete files behind. A SIGKILL can leave a
+temp file (`.NAME.PID.XXXX.tmp`, never read as output); the next write of NAME removes those
+whose process is gone.
 """
 
 import io
@@ -17,16 +19,85 @@ import torch
 from seg_p2p.errors import UserError
 
 
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return pid <= 0
+    return False
+
+
+def _remove_if_stale(tmp: Path) -> None:
+    """Remove a `.NAME.PID.XXXX.tmp` file or folder unless its writing process PID is still running."""
+    pid = tmp.name[:-len(".tmp")].rsplit(".", 2)[-2]
+    if pid.isdigit() and not _process_gone(int(pid)):
+        return  # its writer may still be running
+    if tmp.is_dir() and not tmp.is_symlink():
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files and folders of `path` left beside it by a killed process."""
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for stale in candidates:
+        _remove_if_stale(stale)
+
+
+def remove_stale_temps_under(folder: str | Path) -> None:
+    """Remove every temp file or folder left by a killed process anywhere under `folder`."""
+    try:
+        candidates = sorted(Path(folder).rglob(".*.tmp"))
+    except OSError:
+        return
+    for stale in candidates:
+        if stale.exists():
+            _remove_if_stale(stale)
+
+
+def _cannot_write(folder: Path, exc: OSError) -> UserError:
+    return UserError(f"{folder}: cannot write here ({exc.strerror or exc}); choose a writable output folder")
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written (creates nothing)."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{folder}: cannot write here ({existing} is a file, not a folder); "
+                        "choose another output folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{folder}: cannot write here ({existing} is not writable); "
+                        "fix its permissions or choose another output folder")
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         os.close(fd)
     except OSError as exc:
-        raise UserError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output folder") from exc
+        raise _cannot_write(path.parent, exc) from exc
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
@@ -34,7 +105,7 @@ def atomic_path(path: str | Path):
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"{path}: write failed ({exc.strerror}); free disk space or choose another folder") from exc
+        raise UserError(f"{path}: write failed ({exc.strerror or exc}); free disk space or choose another folder") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,13 +153,21 @@ def atomic_dir(path: str | Path):
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
+    except OSError as exc:
+        raise _cannot_write(path.parent, exc) from exc
     try:
         yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{path}: write failed ({exc.strerror or exc}); free disk space or choose another "
+                        "folder") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from seg_p2p.errors import UserError
 def _config(args):
     from seg_p2p.config import load_config
 
+    if not Path(args.params).is_file():  # never silently fall back to the built-in (paper-sized) defaults
+        raise UserError(f"{args.params}: parameter file not found; run from the project folder or pass "
+                        "--params PATH")
     return load_config(args.params, getattr(args, "experiment", None))
 
 
@@ -66,8 +70,13 @@ def cmd_evaluate(args):
 
 def cmd_report(args):
     from seg_p2p.report import write_report
+    from seg_p2p.tracking import Tracker
 
-    path = write_report(_config(args), Path(args.data), Path(args.runs), Path(args.out))
+    cfg = _config(args)
+    path = write_report(cfg, Path(args.data), Path(args.runs), Path(args.out))
+    with Tracker(cfg, "report", {"stage": "report"}) as tracker:
+        for file in sorted(path.parent.iterdir()):
+            tracker.log_to_parent(file, "conclusion")
     print(f"conclusion tables: {path}")
 
 
@@ -158,10 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if not 0 <= getattr(args, "seed", 0) < 2**32:
+            raise UserError(f"--seed {args.seed}: a seed must be in 0..{2**32 - 1}; pick another")
         args.func(args)
     except UserError as exc:
         print(f"seg-p2p: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("seg-p2p: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"seg-p2p: interrupted ({signal.Signals(signum).name}); complete outputs are kept: run the same "
+              "command again (training resumes after its last complete epoch)", file=sys.stderr)
+        sys.exit(128 + signum)

@@ -62,6 +62,7 @@ class TrainConfig(Strict):
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = True
+    sync_batchnorm: bool = False  # multi-GPU (torchrun): BatchNorm statistics over the global batch
     collapse_patience: PositiveInt = 200  # steps of discriminator loss < 1e-3 before a collapse is flagged
 
     @model_validator(mode="after")
@@ -130,7 +131,7 @@ class MlflowConfig(Strict):
 
 class Config(Strict):
     name: str = "synthetic-cpu"  # experiment name: reports/<name>/ and the MLflow parent run
-    seeds: list[int] = [0]
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [0]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     members: dict[str, MemberConfig] = {"pix2pix": Pix2PixConfig(), "unet_l1": UnetL1Config(),
@@ -164,6 +165,10 @@ def read_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; point at a YAML file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc}); point at a readable YAML file") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -182,9 +187,26 @@ def validation_message(source: str, exc: ValidationError) -> str:
     if loc[:1] == ["members"] and len(loc) > 2 and loc[2] in MEMBER_KINDS:
         del loc[2]  # pydantic puts the union's tag in the path; the user never wrote it
     key = ".".join(str(part) for part in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
         return f"{source}: unknown key '{key}'; remove it or fix its spelling (see params.yaml for the valid keys)"
-    return f"{source}: {key}: {error['msg']}; fix this value"
+    if kind == "union_tag_invalid":
+        return (f"{source}: {key}.kind: '{error['ctx']['tag']}' is not a member kind; "
+                f"use one of {', '.join(MEMBER_KINDS)}")
+    if kind == "union_tag_not_found":
+        return f"{source}: {key}: no 'kind'; set kind: to one of {', '.join(MEMBER_KINDS)}"
+    if kind == "value_error":  # our own validators: the message names the key and says what to do
+        return f"{source}: {f'{key}: ' if loc else ''}{error['msg'].removeprefix('Value error, ')}"
+    got = "" if isinstance(value, (dict, list)) else f" (got {value!r:.60})"
+    hint = ""
+    if isinstance(value, str) and kind in ("float_type", "int_type"):
+        try:
+            float(value)
+            hint = (" (YAML reads 1e-3 as text: write 1.0e-3)" if "e" in value.lower() else
+                    " (a quoted number is text: remove the quotes)")
+        except ValueError:
+            pass
+    return f"{source}: {key}: {error['msg']}{got}{hint}; fix this value"
 
 
 def load_config(params: str | Path = "params.yaml", experiment: str | Path | None = None,

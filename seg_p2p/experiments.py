@@ -30,6 +30,11 @@ def set_arguments(delta: dict, prefix: str = "") -> list[str]:
     return args
 
 
+def stage_environment() -> dict[str, str]:
+    """Stages call `seg-p2p`: put this environment's scripts first on PATH, activated or not."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def dvc_executable() -> str:
     found = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
     if not Path(found).exists():
@@ -51,7 +56,7 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
     if queue:
         command.append("--queue")
     print(f"experiment {cfg.name}: {' '.join(command[1:])}", file=sys.stderr)
-    result = subprocess.run(command, env=os.environ)
+    result = subprocess.run(command, env=stage_environment())
     if result.returncode:
         sys.exit(result.returncode)
     if queue:
@@ -68,7 +73,7 @@ def run_study(params: Path = Path("params.yaml")) -> None:
         subprocess.run([dvc, "init", "-q", *scm], check=True)
         subprocess.run([dvc, "config", "core.analytics", "false"], check=True)
     started = time.perf_counter()
-    result = subprocess.run([dvc, "repro"], env=os.environ)
+    result = subprocess.run([dvc, "repro"], env=stage_environment())
     if result.returncode:
         raise UserError(f"`dvc repro` failed (exit {result.returncode}); the message above names the stage")
     minutes = (time.perf_counter() - started) / 60

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seg_p2p.atomic import atomic_dir, open_npy, save_npy
+from seg_p2p.atomic import atomic_dir, check_writable, open_npy, save_npy
 from seg_p2p.config import Config
 from seg_p2p.models import build_member
 from seg_p2p.models.member import SegModel
@@ -48,8 +48,10 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
 
     data = PreparedData(data_dir)
     model = build_member(cfg, name, data.spec)
-    load_weights(model, checkpoint)
+    load_weights(model, checkpoint, data.spec.palette)
     device = select_device(cfg.train.device)
+    check_writable(out_dir)
+    torch.manual_seed(0)  # dropout_at_test draws from it: the same checkpoint gives the same probabilities
     model.to(device)
     for split in splits:
         dataset = SegmentationDataset(data, split, build_transform(cfg.data, train=False))

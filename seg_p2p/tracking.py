@@ -52,8 +52,14 @@ class Tracker:
 
     def _fail(self, exc: Exception) -> None:
         if self.mlflow is not None:
-            print(f"seg-p2p: warning: MLflow tracking failed ({type(exc).__name__}: {str(exc)[:200]}); "
+            detail = " ".join(str(exc).split())[:200]  # one line, whatever the store's message
+            print(f"seg-p2p: warning: MLflow tracking failed ({type(exc).__name__}: {detail}); "
                   "training goes on, metrics are still written to local files", file=sys.stderr)
+            if self.run_id is not None:  # pop our run off mlflow's active-run stack, or the next start_run fails
+                try:
+                    self.mlflow.end_run(status="FAILED")
+                except Exception:  # noqa: BLE001 - the store is already failing
+                    pass
         self.mlflow = None
 
     def _call(self, fn, *args, **kwargs):

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seg_p2p.atomic import save_torch, write_bytes, write_json, write_text
+from seg_p2p.atomic import check_writable, remove_stale_temps_under, save_torch, write_bytes, write_json, write_text
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.models import build_member, parameter_counts
@@ -43,12 +43,19 @@ def select_device(name: str) -> torch.device:
     if name != "auto":
         if name == "cuda" and not torch.cuda.is_available():
             raise UserError("train.device: cuda is not available on this machine; set train.device: auto or cpu")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise UserError("train.device: mps is not available on this machine; set train.device: auto or cpu")
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed {seed}: a seed must be in 0..{2**32 - 1}; pick another")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -89,9 +96,20 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
                         "delete it and train again") from None
 
 
-def load_weights(model: SegModel, path: Path) -> dict:
-    """Load a checkpoint's weights into `model`; a checkpoint of another model or class count is an error."""
+def load_weights(model: SegModel, path: Path, palette: np.ndarray | None = None) -> dict:
+    """Load a checkpoint's weights into `model`; a checkpoint of another model or class count is an error.
+
+    `palette`: the dataset's class colours; a checkpoint that records other classes is refused (the rgb
+    head has no class-sized weights, so its state dict alone cannot tell)."""
     state = load_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise UserError(f"{path}: not a seg_p2p checkpoint (no model weights in it); point --checkpoint at a "
+                        "checkpoints/best.pt written by `seg-p2p train`")
+    if palette is not None and state.get("palette") is not None and \
+            np.asarray(state["palette"]).tolist() != np.asarray(palette).tolist():
+        raise UserError(f"{path}: checkpoint was trained on another dataset spec ({len(state['palette'])} "
+                        f"classes; this dataset: {len(palette)}, or other colours); train on this dataset or "
+                        "point --checkpoint at the right one")
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
@@ -106,7 +124,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
+    exc = Interrupted(f"signal {signum}")
+    exc.signum = signum  # the CLI exits 128 + signum
+    raise exc
 
 
 def optimizer_step(optimizer, losses: dict, scaler) -> None:
@@ -196,6 +216,7 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
 
     ckpt_dir = out_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    remove_stale_temps_under(out_dir)  # temp files of a killed run: never outputs, never read
     start_epoch, best_miou, history, train_seconds = 0, -1.0, [], 0.0
     if resume and last_path.exists():
         state = load_checkpoint(last_path)
@@ -239,8 +260,11 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
                     means = {key: (value / i).item() for key, value in sums.items()}
                     bad = [key for key, value in means.items() if not math.isfinite(value)]
                     if bad:
+                        kept = (f"the last good checkpoint is {last_path} (epoch {epoch})" if epoch > 0
+                                else "no checkpoint was written")
                         raise TrainingDiverged(f"{tracker.run_name}: {bad[0]} is {means[bad[0]]} at epoch "
-                                               f"{epoch + 1}, step {i}; the last good checkpoint is {last_path}")
+                                               f"{epoch + 1}, step {i}; {kept}; lower the learning rate or "
+                                               "check the data")
                     bar.set_postfix({key.removeprefix("loss_"): f"{value:.3g}" for key, value in means.items()})
                     if collapse_streak.item() >= train_cfg.collapse_patience and not collapsed:
                         collapsed = True
@@ -268,15 +292,16 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
             improved = row.get("val_miou", -1.0) >= best_miou or val_loader is None
             best_miou = max(best_miou, row.get("val_miou", -1.0))
             state = {"identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
+                     "palette": np.asarray(palette).tolist(),
                      "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
                      "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
                      "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "best_miou": best_miou,
                      "history": history, "train_seconds": train_seconds}
             write_history(out_dir / "history.csv", history)
-            save_torch(last_path, state)
-            if improved:
+            if improved:  # before last.pt: a kill between the two redoes this epoch and rewrites best.pt
                 save_torch(best_path, {"identity": identity, "epoch": epoch + 1, "model": state["model"],
-                                       "val_miou": row.get("val_miou")})
+                                       "palette": state["palette"], "val_miou": row.get("val_miou")})
+            save_torch(last_path, state)  # the commit point of the epoch: resume starts after it
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
 
@@ -296,8 +321,12 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     from seg_p2p.data.prepare import PreparedData
     from seg_p2p.data.transforms import build_transform
 
+    check_seed(seed)
     data = PreparedData(data_dir)
+    seed_everything(seed, cfg.train.deterministic)  # the initial weights too: same seed, same run
     model = build_member(cfg, name, data.spec)
+    select_device(cfg.train.device)  # refuse a missing device and an unwritable --out before any work
+    check_writable(out_dir)
     train_set = SegmentationDataset(data, "train", build_transform(cfg.data, train=True), seed)
     val_set = SegmentationDataset(data, "val", build_transform(cfg.data, train=False), seed)
     identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(), seed)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from seg_p2p.config import GeneratorConfig, Pix2PixConfig, UnetL1Config
 from seg_p2p.data.spec import IGNORE_INDEX
+from seg_p2p.distributed import unwrap
 from seg_p2p.errors import UserError
 from seg_p2p.models.heads import LabelHead
 from seg_p2p.models.member import SegModel, adam
@@ -72,11 +73,12 @@ class Pix2Pix(SegModel):
             valid.sum().clamp(min=1) * output.shape[1])
         if self.discriminator is None:  # unet_l1, or pix2pix with its discriminator dropped (joint-no-d)
             return {"loss_g_l1": self.cfg.lambda_l1 * l1} if isinstance(self.cfg, Pix2PixConfig) else {"loss_l1": l1}
-        self.discriminator.requires_grad_(False)  # G's step must not compute D's parameter gradients
+        discriminator = unwrap(self.discriminator)  # not updated in G's step: no DDP gradient sync wanted
+        discriminator.requires_grad_(False)  # G's step must not compute D's parameter gradients
         try:
-            fake_logits = self.discriminator(self._pair(batch, output))
+            fake_logits = discriminator(self._pair(batch, output))
         finally:
-            self.discriminator.requires_grad_(True)
+            discriminator.requires_grad_(True)
         return {"loss_g_gan": self._gan_loss(fake_logits, True), "loss_g_l1": self.cfg.lambda_l1 * l1}
 
     def discriminator_losses(self, batch, output):

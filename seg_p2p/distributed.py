@@ -1,0 +1,82 @@
+"""Multi-GPU (or multi-process CPU) training with torch.distributed, as launched by torchrun.
+
+`torchrun --nproc_per_node N -m seg_p2p train ...` sets WORLD_SIZE/RANK/LOCAL_RANK; each process
+trains on its shard of every epoch's permutation with batch_size / N images, so the global batch
+is `train.batch_size` whatever N is. Generator and discriminator are wrapped in DDP separately (the
+generator step calls the unwrapped discriminator: it is not being updated there, and DDP would wait
+for gradients that never come). Only rank 0 validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from seg_p2p.errors import UserError
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device_kind: str) -> Rank:
+    """Join the process group torchrun describes; a plain single process gets Rank()."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Rank()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Rank(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shard(order: list[int], rank: Rank, batch_size: int) -> tuple[list[int], int]:
+    """This rank's part of an epoch's permutation, and its per-process batch size."""
+    if batch_size % rank.world:
+        raise UserError(f"train.batch_size {batch_size} is not divisible by the {rank.world} processes; "
+                        "set it to a multiple of --nproc_per_node")
+    usable = len(order) - len(order) % rank.world  # equal shards keep the ranks in step
+    return order[rank.rank:usable:rank.world], batch_size // rank.world
+
+
+def wrap(model: nn.Module, rank: Rank, sync_batchnorm: bool) -> None:
+    """Replace the model's networks (generator, discriminator, fusion) by DDP wrappers, in place."""
+    if rank.world == 1:
+        return
+    device_ids = [rank.local_rank] if torch.cuda.is_available() else None
+    networks = [(module, name) for module in model.modules() for name in ("generator", "discriminator", "fusion")
+                if isinstance(module._modules.get(name), nn.Module)]
+    for module, name in networks:
+        net = module._modules[name]
+        if any(p.requires_grad for p in net.parameters()):
+            if sync_batchnorm:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            module._modules[name] = DistributedDataParallel(net, device_ids=device_ids)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def plain_state_dict(model: nn.Module) -> dict:
+    """The model's state as a single process would save it (no `.module.` from the DDP wrappers)."""
+    return {key.replace(".module.", "."): value for key, value in model.state_dict().items()}
+
+
+def all_reduce_mean(value: torch.Tensor, rank: Rank) -> torch.Tensor:
+    if rank.world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= rank.world
+    return value

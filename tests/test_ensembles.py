@@ -1,0 +1,147 @@
+"""Ensemble strategies: hand-computed fixed combiners, stacking that learns, joint training that trains all."""
+
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+
+from seg_p2p.config import Config
+from seg_p2p.ensemble.combiners import combine
+from seg_p2p.ensemble.fusion import JointEnsemble, ProbabilityDataset, StackingModel
+from seg_p2p.ensemble.strategy import FusionConfig, load_strategy
+from seg_p2p.errors import UserError
+from seg_p2p.models import build_member
+from seg_p2p.tracking import Tracker
+from seg_p2p.train import fit, train_step
+
+PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+
+
+class Spec:
+    palette = PALETTE
+    num_classes = 3
+
+
+def pixel(*probs):
+    """Member probabilities for a single pixel: (M, 1, C, 1, 1)."""
+    return np.array(probs, np.float32)[:, None, :, None, None]
+
+
+def labels(name, probs):
+    return combine(name, probs).argmax(1).ravel().tolist()
+
+
+def test_fixed_combiners_match_hand_computed_labels():
+    # member A is sure of class 0 (0.9); members B and C mildly prefer class 1 (0.6) over class 2 (0.4).
+    probs = pixel([0.9, 0.05, 0.05], [0.0, 0.6, 0.4], [0.0, 0.6, 0.4])
+    assert labels("max", probs) == [0]  # max: 0.9 for class 0
+    assert labels("mean", probs) == [1]  # mean: 0.30, 0.42, 0.28
+    assert labels("vote", probs) == [1]  # two votes for 1
+    assert labels("min", probs) == [1]  # min: 0.0, 0.05, 0.05: a tie, broken to the lowest index
+    scores = combine("min", probs).ravel()
+    np.testing.assert_allclose(scores, [0.0, 0.5, 0.5])
+
+
+def test_combined_scores_are_probabilities():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 2, 5, 5)).transpose(0, 1, 4, 2, 3).astype(np.float32)
+    for name in ("max", "min", "mean", "vote"):
+        np.testing.assert_allclose(combine(name, probs).sum(1), 1.0, rtol=1e-5)
+
+
+def toy_config(**train) -> Config:
+    generator = {"ngf": 8, "dropout": 0.0}
+    return Config.model_validate({
+        "data": {"crop_size": 32, "load_size": 32},
+        "train": {"batch_size": 4, "n_epochs": 1, "n_epochs_decay": 0, "device": "cpu", **train},
+        "members": {"pix2pix": {"kind": "pix2pix", "generator": generator, "discriminator": {"ndf": 8}},
+                    "unet_l1": {"kind": "unet_l1", "generator": generator},
+                    "unet_ce": {"kind": "unet_ce", "encoder": "resnet18"}}})
+
+
+class ToyImages(torch.utils.data.Dataset):
+    """Masks in three vertical bands; photos that show them; enough for members and fusion to learn."""
+
+    def __init__(self, n=8, size=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.mask = torch.zeros(n, size, size, dtype=torch.long)
+        for i in range(n):
+            cut = int(torch.randint(8, 24, (1,), generator=g))
+            self.mask[i, :, cut:] = 1
+            self.mask[i, size // 2:, cut:] = 2
+        self.photo = torch.tensor(PALETTE, dtype=torch.float32)[self.mask].permute(0, 3, 1, 2) / 127.5 - 1
+        self.photo += 0.2 * torch.randn(self.photo.shape, generator=g)
+
+    def __len__(self):
+        return len(self.mask)
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __getitem__(self, i):
+        return {"photo": self.photo[i], "mask": self.mask[i], "index": i}
+
+
+def test_learned_combiner_beats_the_mean_when_one_member_is_always_wrong_on_one_class(tmp_path):
+    """Member B calls every class-2 pixel class 1 with confidence; the mean follows it, stacking learns not to."""
+    train, test = ToyImages(16, seed=1), ToyImages(8, seed=2)
+
+    def member_probs(dataset):
+        onehot = torch.nn.functional.one_hot(dataset.mask, 3).permute(0, 3, 1, 2).float()
+        a = 0.45 * onehot + 0.55 / 3  # right, but unsure
+        wrong = dataset.mask.clone()
+        wrong[wrong == 2] = 1
+        b = 0.95 * torch.nn.functional.one_hot(wrong, 3).permute(0, 3, 1, 2).float() + 0.05 / 3
+        return [a.numpy(), b.numpy()]
+
+    cfg = toy_config(n_epochs=30, batch_size=8)
+    model = StackingModel(2, 3, FusionConfig(hidden=8, layers=2, lr=0.05))
+    with Tracker(cfg, "test/stacking", {}) as tracker:
+        fit(model, ProbabilityDataset(member_probs(train), train), None, cfg, 0, tmp_path, tracker, "toy",
+            PALETTE, 3)
+    probs_test = member_probs(test)
+    mean_pred = combine("mean", np.stack(probs_test)).argmax(1)
+    model.eval()
+    with torch.no_grad():
+        fused = model({"probs": torch.from_numpy(np.stack(probs_test, 1)), "photo": test.photo}).argmax(1)
+    truth = test.mask.numpy()
+    assert (fused.numpy() == truth).mean() > 0.95
+    assert (mean_pred == truth).mean() < 0.8
+
+
+@pytest.mark.parametrize("discriminator", [True, False])
+def test_joint_training_updates_every_member_and_the_discriminator(discriminator):
+    torch.manual_seed(0)
+    cfg = toy_config()
+    members = {name: build_member(cfg, name, Spec) for name in cfg.members}
+    joint = JointEnsemble(members, 3, FusionConfig(hidden=8, layers=2), discriminator=discriminator)
+    optimizers = joint.optimizers()
+    assert ("discriminator" in optimizers) == discriminator
+    d_before = [p.clone() for p in members["pix2pix"].discriminator.parameters()] if discriminator else []
+    before = {name: [p.clone() for p in m.generator.parameters()] for name, m in members.items()}
+    dataset = ToyImages(4)
+    batch = {"photo": dataset.photo, "mask": dataset.mask}
+    stats = train_step(joint, batch, optimizers, torch.amp.GradScaler("cpu", enabled=False), nullcontext)
+    for name, member in members.items():
+        changed = [not torch.equal(a, b) for a, b in zip(before[name], member.generator.parameters())]
+        assert sum(changed) > 0.9 * len(changed), name
+        assert stats[f"grad_fusion.{name}"] > 0, name
+    assert ("loss_g_gan.pix2pix" in stats) == discriminator
+    if discriminator:
+        assert {"loss_d.pix2pix", "d_real.pix2pix", "d_fake.pix2pix"} <= set(stats)
+        assert all(not torch.equal(a, b) for a, b in zip(d_before, members["pix2pix"].discriminator.parameters()))
+    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in joint.parameter_groups().items()}
+    assert ("discriminator" in counts) == discriminator
+
+
+def test_strategy_files_are_checked(tmp_path):
+    cfg = toy_config()
+    (tmp_path / "bad.yaml").write_text("combiner: max\nmembers: [pix2pix, nobody]\n")
+    with pytest.raises(UserError, match="nobody"):
+        load_strategy(cfg, "bad", tmp_path)
+    (tmp_path / "typo.yaml").write_text("combiner: max\nmembers: [pix2pix]\nfuson: {}\n")
+    with pytest.raises(UserError, match="unknown key 'fuson'"):
+        load_strategy(cfg, "typo", tmp_path)
+    with pytest.raises(UserError, match="no such strategy"):
+        load_strategy(cfg, "absent", tmp_path)

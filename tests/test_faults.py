@@ -1,0 +1,508 @@
+"""Faults during training: SIGKILL at random moments, SIGTERM/SIGINT, unwritable output, full disk,
+an unreachable or broken tracking store, NaN losses. Tiny sizes (32 px, 12 images, ngf 8) on the CPU.
+
+The training subprocesses run `seg-p2p` exactly as a user (or `dvc repro`) would.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SEG_P2P = Path(sys.executable).with_name("seg-p2p")
+CLI = [str(SEG_P2P)] if SEG_P2P.exists() else [sys.executable, "-m", "seg_p2p"]
+TIMING = {"seconds", "train_seconds", "seconds_per_step"}  # wall-clock columns: never compared
+TEMP_NAME = re.compile(r"^\..+\.tmp$")  # atomic.py's `.NAME.PID.XXXX.tmp`
+
+
+# ---- shared helpers (test_bad_config.py and test_reproducibility.py import these) ------------------------
+
+def deep_update(tree: dict, delta: dict) -> dict:
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            deep_update(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
+
+
+def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yaml") -> Path:
+    """The repo's params.yaml at toy size (32 px, 12 + 4 + 4 images, ngf/ndf 8, 2 + 1 epochs), plus `delta`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    deep_update(params, {
+        "data": {"load_size": 32, "crop_size": 32,
+                 "synthetic": {"size": 32, "num_train": 12, "num_val": 4, "num_test": 4}},
+        "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 1, "val_every": 1, "sample_every": 3,
+                  "device": "cpu"},
+    })
+    for member in params["members"].values():
+        if "generator" in member:
+            member["generator"]["ngf"] = 8
+        if "discriminator" in member:
+            member["discriminator"]["ndf"] = 8
+        if member["kind"] == "unet_ce":
+            member["encoder"] = "resnet18"
+    deep_update(params, delta or {})
+    path = folder / name
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def prepare_workspace(folder: Path) -> Path:
+    """A folder holding tiny params.yaml and the prepared synthetic dataset in data/."""
+    from seg_p2p.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_params(folder)
+    main(["--params", str(folder / "params.yaml"), "prepare", "--out", str(folder / "data")])
+    return folder
+
+
+def train_argv(workspace: Path, out: Path, member: str = "pix2pix", seed: int = 0,
+               params: Path | None = None) -> list[str]:
+    return ["--params", str(params or workspace / "params.yaml"), "train", "--member", member, "--seed", str(seed),
+            "--data", str(workspace / "data"), "--out", str(out)]
+
+
+def run_cli(argv: list[str], cwd: Path, env: dict | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
+
+
+def comparable_summary(path: Path) -> dict:
+    summary = json.loads(path.read_text())
+    for key in TIMING:
+        summary.pop(key, None)
+        summary.get("final", {}).pop(key, None)
+    return summary
+
+
+def messages(stderr: str) -> list[str]:
+    """The lines seg-p2p itself wrote (progress bars redraw with \\r; MLflow logs its own lines)."""
+    lines = [part.strip() for line in stderr.splitlines() for part in line.split("\r")]
+    return [line for line in lines if line.startswith("seg-p2p:")]
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in messages(stderr) if not line.startswith("seg-p2p: warning:")]
+    assert len(errors) == 1, stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def mlflow_runs(tmp_path: Path, stage: str = "train") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("seg_p2p")
+    assert experiment is not None, "no MLflow experiment was created"
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.stage = '{stage}'")
+
+
+def assert_outputs_complete(out: Path) -> list[Path]:
+    """Every file under `out` is whole: .pt loads with weights_only, JSON/CSV parse, PNGs decode.
+    Returns the leftover temp files (hidden, never read as output)."""
+    import torch
+    from PIL import Image
+
+    temps = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        if any(TEMP_NAME.match(part) for part in path.relative_to(out).parts):
+            temps.append(path)
+            continue
+        if path.suffix == ".pt":
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            assert isinstance(state, dict) and "model" in state, path
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            rows = list(csv.reader(path.open(newline="")))
+            assert rows and all(len(row) == len(rows[0]) for row in rows), path
+        elif path.suffix == ".png":
+            with Image.open(path) as image:
+                image.verify()
+        else:
+            raise AssertionError(f"unexpected output {path}")
+    return temps
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    import torch
+
+    left = torch.load(a, map_location="cpu", weights_only=True)["model"]
+    right = torch.load(b, map_location="cpu", weights_only=True)["model"]
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), f"{a} and {b} differ in {key}"
+
+
+def empty_mlflow_store(folder: Path) -> Path:
+    """An sqlite MLflow store with its tables made (MLflow's migrations take seconds; copies are instant)."""
+    from mlflow.tracking import MlflowClient
+
+    path = folder / "template.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("seg_p2p")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory) -> Path:
+    return empty_mlflow_store(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(autouse=True)
+def _store_ready(mlflow_template, tmp_path):
+    """conftest points MLFLOW_TRACKING_URI at tmp_path/mlflow.db: start it from the ready-made store."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return prepare_workspace(tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="module")
+def reference(workspace, tmp_path_factory, mlflow_template) -> tuple[Path, float]:
+    """The uninterrupted pix2pix run (seed 0, in this process) and how long its training took."""
+    from seg_p2p.cli import main
+
+    out = tmp_path_factory.mktemp("reference") / "train"
+    shutil.copyfile(mlflow_template, out.parent / "mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{out.parent / 'mlflow.db'}")
+        main(train_argv(workspace, out))
+    return out, json.loads((out / "summary.json").read_text())["train_seconds"]
+
+
+class Child:
+    """`seg-p2p ...` in a subprocess whose stderr is read as it comes (to time kills after training starts)."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict | None = None):
+        self.proc = subprocess.Popen([*CLI, *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env={**os.environ, **(env or {})}, text=True, bufsize=1)
+        self.chunks: list[str] = []
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for chunk in iter(lambda: self.proc.stderr.read(64), ""):
+            self.chunks.append(chunk)
+            if self.started_at is None and " epoch " in "".join(self.chunks[-4:]):
+                self.started_at = time.monotonic()  # the first progress bar: set-up is over, training runs
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.chunks)
+
+    def wait_started(self, timeout: float = 120) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.started_at is None and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.started_at is not None and self.proc.poll() is None
+
+    def wait(self, timeout: float = 180) -> int:
+        code = self.proc.wait(timeout)
+        self.ended_at = time.monotonic()
+        self.reader.join(10)
+        return code
+
+
+# ---- 1. SIGKILL at random moments ------------------------------------------------------------------------
+
+def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(workspace, reference, tmp_path):
+    import torch
+
+    ref_out, train_time = reference
+    out = tmp_path / "train"
+    rng = random.Random(20240607)
+    kills, resumes, launches = 0, [], 0
+    expected_resume = None  # epoch of checkpoints/last.pt when the previous process died
+    while True:
+        launches += 1
+        assert launches <= 12, "the run never finished"
+        child = Child(train_argv(workspace, out), workspace)
+        if kills < 4 and child.wait_started():
+            # Spread over what is left of the run, as timed in the reference from its first progress bar
+            # (start-up, a few seconds of imports, is not worth killing).
+            remaining = 1 - (expected_resume or 0) / 3
+            time.sleep(rng.uniform(0.0, 0.9) * remaining * train_time)
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGKILL)
+                kills += 1
+        code = child.wait()
+        stderr = child.stderr
+        found = re.findall(r"resuming from (\S+) after epoch (\d+)", stderr)
+        if expected_resume:
+            assert found == [(str(out / "checkpoints" / "last.pt"), str(expected_resume))], stderr
+            resumes.append(expected_resume)
+        else:
+            assert not found, stderr
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, stderr
+        # Nothing half-written: every output loads; temp files are hidden `.NAME.PID.XXXX.tmp`.
+        assert_outputs_complete(out)
+        last = out / "checkpoints" / "last.pt"
+        expected_resume = torch.load(last, weights_only=True)["epoch"] if last.exists() else None
+        if expected_resume:
+            rows = read_history(out / "history.csv")
+            assert len(rows) in (expected_resume, expected_resume + 1)  # history.csv is written just before
+            assert (out / "checkpoints" / "best.pt").exists()
+    assert kills >= 3, f"only {kills} kills landed during training"
+    assert resumes == sorted(resumes)  # never goes back
+    assert assert_outputs_complete(out) == []  # a finished run leaves no temp file of a killed one
+    assert read_history(out / "history.csv") == read_history(ref_out / "history.csv")
+    assert comparable_summary(out / "summary.json") == comparable_summary(ref_out / "summary.json")
+    assert_same_weights(out / "checkpoints" / "last.pt", ref_out / "checkpoints" / "last.pt")
+    assert_same_weights(out / "checkpoints" / "best.pt", ref_out / "checkpoints" / "best.pt")
+    print(f"{kills} SIGKILLs over {launches} launches; resumed after epochs {resumes}")
+
+
+def test_stale_temp_files_are_ignored_and_cleaned(tmp_path):
+    """What a SIGKILL leaves mid-write (atomic.py's temp files) is never read and goes on the next write."""
+    from seg_p2p.atomic import atomic_dir, remove_stale_temps_under, write_text
+
+    target = tmp_path / "history.csv"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".history.csv.{dead.pid}.abcd1234.tmp"
+    stale.write_text("half-writ")
+    alive = tmp_path / f".history.csv.{os.getppid()}.abcd1234.tmp"  # a live writer's: left alone
+    alive.write_text("in progress")
+    old_format = tmp_path / ".history.csv.x1y2z3w4.tmp"
+    old_format.write_text("half")
+    write_text(target, "a,b\n1,2\n")
+    assert target.read_text() == "a,b\n1,2\n"
+    assert not stale.exists() and not old_format.exists() and alive.exists()
+
+    staging = tmp_path / f".prepared.{dead.pid}.qwer5678.tmp"
+    staging.mkdir()
+    (staging / "spec.json").write_text("{")
+    with atomic_dir(tmp_path / "prepared") as folder:
+        (folder / "spec.json").write_text("{}")
+    assert not staging.exists() and (tmp_path / "prepared" / "spec.json").read_text() == "{}"
+
+    nested = tmp_path / "run" / "checkpoints"
+    nested.mkdir(parents=True)
+    (nested / f".last.pt.{dead.pid}.zxcv0000.tmp").write_bytes(b"\x80")
+    remove_stale_temps_under(tmp_path / "run")
+    assert list(nested.iterdir()) == []
+
+
+# ---- 2. SIGTERM / SIGINT ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_keeps_checkpoint_and_marks_run_killed(workspace, reference, tmp_path, signum):
+    import torch
+
+    out = tmp_path / "train"
+    child = Child(train_argv(workspace, out), workspace)
+    assert child.wait_started(), child.stderr
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.pt").exists() and child.proc.poll() is None:
+        assert time.monotonic() < deadline, child.stderr
+        time.sleep(0.02)
+    child.proc.send_signal(signum)
+    code = child.wait()
+    if code == 0:
+        pytest.skip("the run finished before the signal arrived (machine too fast for this tiny run)")
+    assert code == 128 + signum, child.stderr
+    line = assert_one_line_error(child.stderr, "interrupted", signal.Signals(signum).name, "run the same command")
+    assert line == messages(child.stderr)[-1]
+    assert assert_outputs_complete(out) == []  # the interrupted write removed its temp file
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert 1 <= state["epoch"] < 3
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]
+    if signum == signal.SIGINT:
+        return  # resuming is the same for every signal; SIGTERM checks it
+    # The same command resumes after that epoch and ends where the uninterrupted run did.
+    resumed = run_cli(train_argv(workspace, out), workspace)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {state['epoch']}" in resumed.stderr
+    assert read_history(out / "history.csv") == read_history(reference[0] / "history.csv")
+
+
+# ---- 3. unwritable output folder, full disk --------------------------------------------------------------
+
+def test_output_under_a_regular_file_is_refused_before_training(workspace, tmp_path, capsys):
+    """Works as root too (root ignores permissions, not a file standing where a folder must be)."""
+    from seg_p2p.cli import main
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    out = blocker / "train"
+    with pytest.raises(SystemExit) as exit_info:
+        main(train_argv(workspace, out))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, str(out), "is a file", "choose another output folder")
+    assert " epoch " not in err  # refused before training started
+    assert not (tmp_path / "mlflow.db").exists()  # ... and before any MLflow run
+
+
+def test_read_only_output_folder_is_refused_before_training(workspace, tmp_path, capsys):
+    from seg_p2p.cli import main
+
+    parent = tmp_path / "read_only"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        if os.access(parent, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes (see the regular-file and ENOSPC tests)")
+        with pytest.raises(SystemExit) as exit_info:
+            main(train_argv(workspace, parent / "train"))
+    finally:
+        parent.chmod(0o700)
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, str(parent / "train"), "not writable")
+    assert list(parent.iterdir()) == []
+
+
+def test_disk_full_mid_run_keeps_the_last_good_checkpoint(workspace, tmp_path, monkeypatch, capsys):
+    """The second epoch's last.pt cannot be written (ENOSPC): exit 2, one line, epoch 1's checkpoint intact."""
+    import torch
+
+    from seg_p2p.cli import main
+
+    out = tmp_path / "train"
+    real_replace = os.replace
+    writes = {"last.pt": 0}
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "last.pt":
+            writes["last.pt"] += 1
+            if writes["last.pt"] == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(SystemExit) as exit_info:
+        main(train_argv(workspace, out))
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, str(out / "checkpoints" / "last.pt"), "No space left",
+                          "free disk space")
+    assert assert_outputs_complete(out) == []  # the failed write's temp file is gone
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+
+
+# ---- 4. tracking store unreachable or broken -------------------------------------------------------------
+
+@pytest.mark.parametrize("store", ["http", "not_a_database"])
+def test_tracking_store_failure_is_a_warning(workspace, tmp_path, monkeypatch, capsys, store):
+    from seg_p2p.cli import main
+
+    if store == "http":  # loopback, a port nothing listens on (discard); fail fast
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    else:
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(random.Random(0).randbytes(4096))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{junk}")
+    out = tmp_path / "train"
+    main(train_argv(workspace, out, member="unet_l1"))
+    err = capsys.readouterr().err
+    warnings = [line for line in messages(err) if line.startswith("seg-p2p: warning: MLflow tracking failed")]
+    assert len(warnings) == 1, err
+    assert "Traceback" not in err
+    assert len(read_history(out / "history.csv")) == 3
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+    assert assert_outputs_complete(out) == []
+
+
+def test_tracking_store_failing_mid_run_is_a_warning(workspace, tmp_path, monkeypatch, capsys):
+    """The store accepts the run, then fails on a metric: training goes on, the next run tracks normally."""
+    import mlflow
+
+    from seg_p2p.cli import main
+
+    real = mlflow.log_metrics
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("store went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", flaky)
+    main(train_argv(workspace, tmp_path / "a", member="unet_l1"))
+    err = capsys.readouterr().err
+    assert sum("MLflow tracking failed" in line for line in messages(err)) == 1, err
+    assert len(read_history(tmp_path / "a" / "history.csv")) == 3
+    monkeypatch.setattr(mlflow, "log_metrics", real)
+    main(train_argv(workspace, tmp_path / "b", member="unet_l1"))  # a second run in the same process
+    assert "MLflow tracking failed" not in capsys.readouterr().err
+    statuses = sorted(run.info.status for run in mlflow_runs(tmp_path))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+# ---- 5. NaN loss -----------------------------------------------------------------------------------------
+
+def test_nan_loss_in_epoch_two_stops_with_the_last_good_checkpoint(workspace, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from seg_p2p.cli import main
+    from seg_p2p.models.pix2pix import Pix2Pix
+
+    real = Pix2Pix.generator_losses
+    steps = {"n": 0}
+
+    def poisoned(self, batch, output):
+        losses = real(self, batch, output)
+        steps["n"] += 1
+        if steps["n"] == 5:  # epoch 2 (3 steps per epoch), step 2
+            losses["loss_g_l1"] = losses["loss_g_l1"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(Pix2Pix, "generator_losses", poisoned)
+    out = tmp_path / "train"
+    with pytest.raises(SystemExit) as exit_info:
+        main(train_argv(workspace, out))
+    assert exit_info.value.code == 2
+    line = assert_one_line_error(capsys.readouterr().err, "is nan", "at epoch 2, step 3",
+                                 f"{out / 'checkpoints' / 'last.pt'} (epoch 1)", "lower the learning rate")
+    assert re.search(r"loss_\w+ is nan", line), line
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert len(read_history(out / "history.csv")) == 1
+    assert not (out / "summary.json").exists()
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+
+
+def test_diverging_learning_rate_stops_with_one_line(workspace, tmp_path, capsys):
+    """As a user meets it: a learning rate so large the first epoch already diverges."""
+    from seg_p2p.cli import main
+
+    params = tiny_params(tmp_path, {"members": {"pix2pix": {"optimizer": {"lr": 1.0e30}}}})
+    out = tmp_path / "train"
+    with pytest.raises(SystemExit) as exit_info:
+        main(train_argv(workspace, out, params=params))
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "train/pix2pix: loss_", "at epoch 1", "no checkpoint was written")
+    assert not (out / "checkpoints" / "last.pt").exists()
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]

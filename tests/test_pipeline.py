@@ -1,0 +1,114 @@
+"""The study as DVC runs it, at a tiny size: repro, a no-op second repro, and a one-member change.
+
+Slow by nature (every stage is a process): one module-scoped repo, a few minutes on 2 cores.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+TINY = {
+    "seeds": [0],
+    "data": {"load_size": 32, "crop_size": 32, "synthetic": {"size": 32, "num_train": 12, "num_val": 4,
+                                                              "num_test": 4}},
+    "train": {"batch_size": 4, "n_epochs": 1, "n_epochs_decay": 0, "val_every": 1, "sample_every": 1},
+    "strategies": ["mean", "learned", "joint"],
+}
+
+
+def deep_update(tree, delta):
+    for key, value in delta.items():
+        if isinstance(value, dict):
+            deep_update(tree[key], value)
+        else:
+            tree[key] = value
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A fresh clone-like copy of the repo with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("study")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    deep_update(params, TINY)
+    for member in ("pix2pix", "unet_l1"):
+        params["members"][member]["generator"]["ngf"] = 8
+    params["members"]["pix2pix"]["discriminator"]["ndf"] = 8
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("learned", "joint"):
+        path = root / "ensembles" / f"{name}.yaml"
+        strategy = yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}
+        path.write_text(yaml.safe_dump(strategy))
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
+    first = run(["dvc", "repro"], root)
+    return root, first.stdout
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_repro_runs_every_stage_and_writes_the_conclusion(study):
+    root, output = study
+    stages = ran_stages(output)
+    assert {"prepare", "train@pix2pix-0", "predict@unet_ce-0", "ensemble@joint-0", "evaluate@0", "report"} <= stages
+    conclusion = (root / "reports" / "synthetic-cpu" / "conclusion.md").read_text()
+    assert "Can pix2pix be trained end-to-end" in conclusion
+    for name in ("members.csv", "ensembles.csv", "hypothesis.csv", "members.tex", "qualitative.png"):
+        assert (root / "reports" / "synthetic-cpu" / name).exists(), name
+    metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
+    assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "mean", "learned", "joint"}
+    shown = run(["dvc", "metrics", "show", "--json"], root).stdout
+    assert "pix2pix" in shown
+
+
+def test_second_repro_does_nothing(study):
+    root, _ = study
+    output = run(["dvc", "repro"], root).stdout
+    assert ran_stages(output) == set()
+
+
+def test_changing_one_member_reruns_only_what_depends_on_it(study):
+    root, _ = study
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["members"]["unet_ce"]["optimizer"]["lr"] = 0.002
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = run(["dvc", "repro"], root).stdout
+    stages = ran_stages(output)
+    assert {"train@unet_ce-0", "predict@unet_ce-0"} <= stages
+    assert not {"prepare", "train@pix2pix-0", "train@unet_l1-0", "predict@pix2pix-0", "predict@unet_l1-0"} & stages
+
+
+def test_exp_run_queues_experiments_as_dvc_experiments(study):
+    root, _ = study
+    for lr in ("0.003", "0.004"):
+        delta = root / "experiments" / f"lr-{lr}.yaml"
+        delta.write_text(f"name: lr-{lr}\nmembers:\n  unet_ce:\n    optimizer:\n      lr: {lr}\n")
+        run([str(BIN / "seg-p2p"), "exp", "run", str(delta), "--queue"], root)
+    status = run(["dvc", "queue", "status"], root).stdout
+    assert status.count("Queued") == 2, status
+    run(["dvc", "queue", "remove", "--all"], root)
