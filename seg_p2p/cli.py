@@ -18,7 +18,7 @@ from seg_p2p.errors import UserError
 def _config(args):
     from seg_p2p.config import load_config
 
-    if not Path(args.params).is_file():  # never silently fall back to the built-in (paper-sized) defaults
+    if not Path(args.params).exists():  # never silently fall back to the built-in (paper-sized) defaults
         raise UserError(f"{args.params}: parameter file not found; run from the project folder or pass "
                         "--params PATH")
     return load_config(args.params, getattr(args, "experiment", None))
