@@ -33,6 +33,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -45,6 +46,7 @@ from typing import Callable, Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.utils.deterministic  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -56,10 +58,11 @@ from seg_p2p.data.spec import DatasetSpec, match_palette  # noqa: E402
 from seg_p2p.data.transforms import build_transform  # noqa: E402
 from seg_p2p.metrics import flops_per_image  # noqa: E402
 from seg_p2p.models import build_member, parameter_counts  # noqa: E402
-from seg_p2p.models.member import SegModel  # noqa: E402
+from seg_p2p.models.member import SegModel, adam  # noqa: E402
 from seg_p2p.train import LOG_EVERY, seed_everything, select_device, to_device, train_step  # noqa: E402
 
 MEMBERS = ("pix2pix", "unet_l1", "unet_ce")
+PREVIEWS = ("no-nan-fill", "fused-adam")
 REPO = Path(__file__).resolve().parents[1]
 JPEG_QUALITY = 95  # what the reference's combine_A_and_B.py writes (cv2.imwrite's default)
 MIB = 2**20
@@ -104,6 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-images", type=int, default=32, help="images per timed data-loading block")
     parser.add_argument("--data-repeats", type=int, default=5, help="interleaved data-loading blocks per way")
     parser.add_argument("--inference-steps", type=int, default=3, help="batches per timed inference block")
+    parser.add_argument("--preview", nargs="+", default=[], choices=PREVIEWS,
+                        help="measure ours with a change to seg_p2p recommended in benchmarks/README.md: "
+                             "no-nan-fill (seed_everything: no NaN fill of new tensors under deterministic mode), "
+                             "fused-adam (models.member.adam: fused kernels on CPU too)")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="params.yaml to build configs from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -111,6 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if "unet_ce" in args.members and min(args.size) < 64:
+        parser.error("unet_ce needs --size >= 64: at 32 px its encoder's 1x1 bottleneck leaves BatchNorm one value "
+                     "per channel at batch 1 (ours_same_as_reference and the reference)")
     return args
 
 
@@ -363,9 +373,10 @@ def reference_optimizers(model: SegModel, cfg) -> dict[str, torch.optim.Optimize
 
 
 def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict, scaler, autocast,
-               device: torch.device, cfg: Config, images: int) -> Runner:
-    """seg_p2p's loop body: to_device + train_step, loss sums kept on the device, fit's sync every LOG_EVERY."""
-    state = {"steps": 0, "sums": {}}
+               device: torch.device, cfg: Config, images: int, flags: Callable[[], None]) -> Runner:
+    """fit's loop body: to_device + train_step, loss sums and the collapse counter kept on the device, and fit's
+    host sync every LOG_EVERY steps (not at epoch ends: the benchmark's tiny epochs would add syncs a real one has not)."""
+    state = {"steps": 0, "sums": {}, "collapse": torch.zeros((), device=device)}
 
     def step() -> None:
         stats = train_step(step_model, to_device(next(batches), device, cfg.train.channels_last), optimizers,
@@ -373,16 +384,42 @@ def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict,
         sums = state["sums"]
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value
+        d_losses = [value for key, value in stats.items() if key.split(".")[0] == "loss_d"]
+        if d_losses:
+            state["collapse"] = (state["collapse"] + 1) * (torch.stack(d_losses).min() < 1e-3)
         state["steps"] += 1
         if state["steps"] % LOG_EVERY == 0:  # fit's progress bar / finiteness check
             [(value / LOG_EVERY).item() for value in sums.values()]
+            state["collapse"].item()
             state["sums"] = {}
 
-    def enter() -> None:
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
+    return Runner(name, images, step, flags)
 
-    return Runner(name, images, step, enter)
+
+def fused_like(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same Adam with fused=True (one kernel over each tensor instead of ~8 passes; supported on CPU)."""
+    defaults = {key: optimizer.defaults[key] for key in ("lr", "betas", "eps", "weight_decay", "amsgrad")}
+    return torch.optim.Adam([p for group in optimizer.param_groups for p in group["params"]], fused=True, **defaults)
+
+
+def our_flags(no_nan_fill: bool) -> Callable[[], None]:
+    """The process-wide flags fit runs under (what seed_everything just set), to restore before each ours block.
+
+    no_nan_fill previews a change to seed_everything: under use_deterministic_algorithms(True), torch also
+    fills every torch.empty() with NaN (torch.utils.deterministic.fill_uninitialized_memory, on by default),
+    ~650 extra fill_ calls per pix2pix step on CPU; determinism does not need it.
+    """
+    if no_nan_fill:
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    state = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+
+    def enter() -> None:
+        torch.backends.cudnn.benchmark = state[0]
+        torch.use_deterministic_algorithms(state[1], warn_only=state[2])
+        torch.utils.deterministic.fill_uninitialized_memory = state[3]
+
+    return enter
 
 
 def reference_enter() -> None:
@@ -398,11 +435,14 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     batch = cfg.train.batch_size
-    seed_everything(args.seed, cfg.train.deterministic)
+    seed_everything(args.seed, cfg.train.deterministic)  # as fit does; the flags it sets are ours'
+    flags = our_flags("no-nan-fill" in args.preview)
     model = build_member(cfg, name, data.spec)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     optimizers = model.optimizers()
+    if "fused-adam" in args.preview:
+        optimizers = {role: fused_like(opt) for role, opt in optimizers.items()}
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16" and cuda)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -419,9 +459,9 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
         reference_step(ref_model, to_device(next(ref_batches), device, False), ref_opts)
 
     ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), step_model, optimizers, scaler,
-                      autocast, device, cfg, batch)
+                      autocast, device, cfg, batch, flags)
     ours_b1 = our_runner("ours_same_as_reference", our_batches(data, cfg, 1, args.seed, cuda), step_model,
-                         optimizers, scaler, autocast, device, cfg, 1)
+                         optimizers, scaler, autocast, device, cfg, 1, flags)
     reference = Runner("reference", 1, ref_step, reference_enter)
     runners = [ours, ours_b1, reference]
 
@@ -533,11 +573,27 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, batch:
     return out
 
 
-def levers(cfg: Config, device: torch.device) -> dict:
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def levers(cfg: Config, device: torch.device, args: argparse.Namespace) -> dict:
+    """What ours runs with, read from seg_p2p itself (so a later change to adam or seed_everything shows)."""
+    probe = adam(torch.nn.Linear(1, 1).to(device), next(iter(cfg.members.values())).optimizer)
+    seed_everything(args.seed, cfg.train.deterministic)
+    fill = torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     return {"precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
-            "fused_adam": device.type == "cuda",  # seg_p2p.models.member.adam: fused where params are on CUDA
-            "cudnn_benchmark": not cfg.train.deterministic if device.type == "cuda" else None,
-            "deterministic": cfg.train.deterministic, "compile": cfg.train.compile,
+            "fused_adam": bool(probe.defaults.get("fused")) or "fused-adam" in args.preview,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark if device.type == "cuda" else None,
+            "deterministic": cfg.train.deterministic,
+            "nan_fill_of_new_tensors": fill and "no-nan-fill" not in args.preview,
+            "compile": cfg.train.compile,
             "num_workers": cfg.train.num_workers}
 
 
@@ -556,7 +612,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "benchmark": "train_step",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "torch": torch.__version__,
         "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
                     "cpu_count": os.cpu_count()},
@@ -565,7 +621,7 @@ def run(args: argparse.Namespace) -> dict:
             "repeats": repeats, "steps_per_block": math.ceil(steps / repeats), "members": args.members,
             "ngf": args.ngf, "unet_ce_encoder": encoder, "dataset": "synthetic", "images": max(args.images, batch),
             "load_size_rule": "round(size * 286 / 256)", "jpeg_quality": JPEG_QUALITY, "seed": args.seed,
-            "ours_levers": levers(cfg, device),
+            "ours_levers": levers(cfg, device, args), "previews": args.preview,
             "reference": "eager fp32 NCHW, batch 1, plain Adam, JPEG + PIL/torchvision per step, .item() per loss",
             "peak_tflops": args.peak_tflops if cuda else None,
         },
@@ -581,12 +637,38 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def restored_global_state():
+    """Put back what the runs change process-wide (flags, threads, RNGs), so a caller (a test) is unaffected."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark, threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+
+
+def to_json(result: dict) -> str:
+    """Indented JSON with every list of numbers or strings on one line."""
+    text = json.dumps(result, indent=2)
+    return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+    with contextlib.redirect_stdout(sys.stderr), restored_global_state():  # stdout carries the JSON only
         result = run(args)
-    print(json.dumps(result, indent=2), file=stdout, flush=True)
+    print(to_json(result), file=stdout, flush=True)
     return result
 
 

@@ -10,6 +10,7 @@ for gradients that never come). Only rank 0 validates, logs and writes checkpoin
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +63,23 @@ def wrap(model: nn.Module, rank: Rank, sync_batchnorm: bool) -> None:
         if any(p.requires_grad for p in net.parameters()):
             if sync_batchnorm:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            module._modules[name] = DistributedDataParallel(net, device_ids=device_ids)
+            # Buffers (BatchNorm statistics) stay per process; rank 0's are validated and saved.
+            module._modules[name] = DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
+
+
+@contextmanager
+def unwrapped(model: nn.Module):
+    """The model with its plain networks, for rank 0's solo work (validation, samples): a DDP forward
+    there would wait for collectives the other ranks never join."""
+    wrapped = [(module, name, net) for module in model.modules() for name, net in module._modules.items()
+               if isinstance(net, DistributedDataParallel)]
+    for module, name, net in wrapped:
+        module._modules[name] = net.module
+    try:
+        yield model
+    finally:
+        for module, name, net in wrapped:
+            module._modules[name] = net
 
 
 def unwrap(net: nn.Module) -> nn.Module:

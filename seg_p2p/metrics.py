@@ -71,11 +71,12 @@ class SegmentationScorer:
         self.names = [str(i) for i in range(classes)] if isinstance(classes, int) else list(classes)
         self.ignore_index = ignore_index
         c = len(self.names)
+        local = {"ignore_index": ignore_index, "sync_on_compute": False}  # one process scores the whole split
         self.metrics = MetricCollection({
-            "miou": MulticlassJaccardIndex(c, average="macro", ignore_index=ignore_index, zero_division=0),
-            "pixel_accuracy": MulticlassAccuracy(c, average="micro", ignore_index=ignore_index),
-            "mean_class_accuracy": MulticlassAccuracy(c, average="macro", ignore_index=ignore_index),
-            "confusion": MulticlassConfusionMatrix(c, ignore_index=ignore_index),
+            "miou": MulticlassJaccardIndex(c, average="macro", zero_division=0, **local),
+            "pixel_accuracy": MulticlassAccuracy(c, average="micro", **local),
+            "mean_class_accuracy": MulticlassAccuracy(c, average="macro", **local),
+            "confusion": MulticlassConfusionMatrix(c, **local),
         })
         self.per_image: list[torch.Tensor] = []
 

@@ -84,6 +84,8 @@ class Tracker:
         return run.info.run_id
 
     def __enter__(self):
+        if os.environ.get("RANK", "0") != "0":
+            return self  # under torchrun only rank 0 tracks
         try:
             import mlflow
             from mlflow.tracking import MlflowClient

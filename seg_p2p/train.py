@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from seg_p2p import distributed
 from seg_p2p.atomic import check_writable, remove_stale_temps_under, save_torch, write_bytes, write_json, write_text
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
@@ -198,6 +199,10 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
     """Train `model` on `train_set`; validate on `val_set` (None: no validation, best = last)."""
     train_cfg = cfg.train
     device = select_device(train_cfg.device)
+    rank = distributed.init(device.type)
+    if device.type == "cuda" and rank.world > 1:
+        device = torch.device("cuda", rank.local_rank)
+        torch.cuda.set_device(device)
     seed_everything(seed, train_cfg.deterministic)
     memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
@@ -209,7 +214,6 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train_cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=train_cfg.precision == "fp16" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
-    step_model = torch.compile(model) if train_cfg.compile else model
     pin = device.type == "cuda"
     val_loader = val_set and DataLoader(val_set, batch_size=train_cfg.batch_size, num_workers=train_cfg.num_workers,
                                         pin_memory=pin)
@@ -232,6 +236,8 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
             print(f"resuming from {last_path} after epoch {start_epoch}", file=sys.stderr)
         else:
             print(f"{last_path} was made with other settings; starting over", file=sys.stderr)
+    distributed.wrap(model, rank, train_cfg.sync_batchnorm)
+    step_model = torch.compile(model) if train_cfg.compile else model
 
     steps_per_epoch = math.ceil(len(train_set) / train_cfg.batch_size)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -241,8 +247,9 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
         for epoch in range(start_epoch, total_epochs):
             train_set.set_epoch(epoch)
             order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            loader = DataLoader(train_set, batch_size=train_cfg.batch_size, sampler=order.tolist(),
-                                num_workers=train_cfg.num_workers, pin_memory=pin)
+            shard, batch_size = distributed.shard(order.tolist(), rank, train_cfg.batch_size)
+            loader = DataLoader(train_set, batch_size=batch_size, sampler=shard, num_workers=train_cfg.num_workers,
+                                pin_memory=pin)
             step_model.train()
             sums: dict[str, torch.Tensor] = {}
             started = time.perf_counter()
@@ -274,24 +281,30 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
             epoch_seconds = time.perf_counter() - started
             train_seconds += epoch_seconds
             row = {"epoch": epoch + 1, "lr": schedulers["generator"].get_last_lr()[0],
-                   **{key: (value / len(loader)).item() for key, value in sums.items()},
+                   **{key: distributed.all_reduce_mean(value / len(loader), rank).item()
+                      for key, value in sums.items()},
                    "seconds": epoch_seconds}
             for scheduler in schedulers.values():
                 scheduler.step()
+            if not rank.is_main:
+                continue  # only rank 0 validates, logs and writes
             is_last = epoch + 1 == total_epochs
             if val_loader is not None and ((epoch + 1) % train_cfg.val_every == 0 or is_last):
-                row["val_miou"] = evaluate_miou(model, val_loader, device, train_cfg.channels_last, num_classes)
+                with distributed.unwrapped(model):
+                    row["val_miou"] = evaluate_miou(model, val_loader, device, train_cfg.channels_last,
+                                                    num_classes)
             history.append(row)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             if (epoch + 1) % train_cfg.sample_every == 0 or is_last:
                 sample_set = val_set or train_set
                 batch = next(iter(DataLoader(sample_set, batch_size=min(4, len(sample_set)))))
                 grid = out_dir / "samples" / f"epoch_{epoch + 1:03d}.png"
-                write_bytes(grid, sample_grid(model, to_device(batch, device, False), palette))
+                with distributed.unwrapped(model):
+                    write_bytes(grid, sample_grid(model, to_device(batch, device, False), palette))
                 tracker.log_artifact(grid, "samples")
             improved = row.get("val_miou", -1.0) >= best_miou or val_loader is None
             best_miou = max(best_miou, row.get("val_miou", -1.0))
-            state = {"identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
+            state = {"identity": identity, "epoch": epoch + 1, "model": distributed.plain_state_dict(model),
                      "palette": np.asarray(palette).tolist(),
                      "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
                      "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
@@ -310,8 +323,9 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
                "best_val_miou": best_miou if val_loader is not None else None,
                "final": history[-1] if history else {}, "discriminator_collapse": collapsed,
                "diverged": False, "params": parameter_counts(model), "device": str(device)}
-    write_json(out_dir / "summary.json", summary)
-    tracker.log_metrics({"train_seconds": train_seconds, "best_val_miou": max(best_miou, 0.0)})
+    if rank.is_main:
+        write_json(out_dir / "summary.json", summary)
+        tracker.log_metrics({"train_seconds": train_seconds, "best_val_miou": max(best_miou, 0.0)})
     return summary
 
 

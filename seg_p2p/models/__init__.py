@@ -6,12 +6,18 @@ from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.models.member import SegModel
 from seg_p2p.models.pix2pix import Pix2Pix
-from seg_p2p.models.unet_ce import UnetCE
+
+
+def _unet_ce(cfg, spec, size):
+    from seg_p2p.models.unet_ce import UnetCE  # smp + timm take seconds to import: only when used
+
+    return UnetCE(cfg, spec.num_classes)
+
 
 BUILDERS = {
     "pix2pix": lambda cfg, spec, size: Pix2Pix(cfg, spec.palette, size),
     "unet_l1": lambda cfg, spec, size: Pix2Pix(cfg, spec.palette, size),
-    "unet_ce": lambda cfg, spec, size: UnetCE(cfg, spec.num_classes),
+    "unet_ce": _unet_ce,
 }
 
 

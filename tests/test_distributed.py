@@ -1,0 +1,56 @@
+"""DDP via torchrun: 2 CPU processes (gloo) follow the loss trajectory of 1 process at the same global batch."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+# Instance norm and no dropout: with them, 2 x 2 images per step is the same computation as 1 x 4
+# (BatchNorm statistics per process would differ; that is what train.sync_batchnorm is for, on GPUs).
+TINY = {
+    "data": {"load_size": 32, "crop_size": 32, "synthetic": {"size": 32, "num_train": 16, "num_val": 4,
+                                                              "num_test": 4}},
+    "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 0, "val_every": 1, "sample_every": 2,
+              "device": "cpu"},
+    "members": {"pix2pix": {"kind": "pix2pix",
+                            "generator": {"ngf": 8, "norm": "instance", "dropout": 0.0},
+                            "discriminator": {"ndf": 8, "norm": "instance"}}},
+    "strategies": [],
+}
+
+
+def run(args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def history(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
+def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    run([sys.executable, "-m", "seg_p2p", "prepare", "--out", "data"], tmp_path)
+    single = [sys.executable, "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data", "--out", "one"]
+    run(single, tmp_path)
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", port,
+         "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data", "--out", "two"], tmp_path)
+    one, two = history(tmp_path / "one" / "history.csv"), history(tmp_path / "two" / "history.csv")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        for key in ("loss_d", "loss_g_gan", "loss_g_l1", "val_miou"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=2e-3, abs=2e-3), key
+    assert (tmp_path / "two" / "checkpoints" / "last.pt").exists()
