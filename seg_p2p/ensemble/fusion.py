@@ -16,7 +16,7 @@ from torch import nn
 
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.ensemble.strategy import FusionConfig
-from seg_p2p.models.member import SegModel
+from seg_p2p.models.member import SegModel, adam_group, fused_adam
 
 
 class FusionNet(nn.Module):
@@ -46,10 +46,6 @@ def fusion_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), mask, ignore_index=IGNORE_INDEX)
 
 
-def _adam_group(params, cfg) -> dict:
-    return {"params": [p for p in params if p.requires_grad], "lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
-
-
 class StackingModel(SegModel):
     """Frozen stacking: the fusion net alone, fitted on stored member probabilities of the val split."""
 
@@ -68,7 +64,7 @@ class StackingModel(SegModel):
         return {"loss_fusion_ce": fusion_loss(output, batch["mask"])}
 
     def optimizers(self):
-        return {"generator": torch.optim.Adam(self.fusion.parameters(), lr=self.cfg.lr)}
+        return {"generator": fused_adam([{"params": list(self.fusion.parameters()), "lr": self.cfg.lr}])}
 
     def parameter_groups(self):
         return {"fusion": self.fusion}
@@ -117,14 +113,13 @@ class JointEnsemble(SegModel):
 
     def optimizers(self):
         """One generator optimizer with a parameter group per member (each keeps its own lr and betas)."""
-        groups = [_adam_group(member.generator.parameters(), member.cfg.optimizer)
-                  for member in self.members.values()]
+        groups = [adam_group(member.generator, member.cfg.optimizer) for member in self.members.values()]
         groups.append({"params": list(self.fusion.parameters()), "lr": self.cfg.lr, "betas": (0.9, 0.999)})
-        optimizers = {"generator": torch.optim.Adam(groups)}
-        discriminators = [_adam_group(m.discriminator.parameters(), m.cfg.optimizer)
+        optimizers = {"generator": fused_adam(groups)}
+        discriminators = [adam_group(m.discriminator, m.cfg.optimizer)
                           for m in self.members.values() if getattr(m, "discriminator", None) is not None]
         if discriminators:
-            optimizers["discriminator"] = torch.optim.Adam(discriminators)
+            optimizers["discriminator"] = fused_adam(discriminators)
         return optimizers
 
     def parameter_groups(self):

@@ -47,8 +47,18 @@ class SegModel(nn.Module):
         return self
 
 
+def fused_adam(groups: list[dict]) -> torch.optim.Adam:
+    """Adam over parameter groups, fused: one kernel for all tensors (on CPU 6x faster per step for
+    the pix2pix generator than the per-tensor loop, benchmarks/README.md)."""
+    device = groups[0]["params"][0].device.type
+    return torch.optim.Adam(groups, fused=device in ("cuda", "cpu"))
+
+
+def adam_group(module: nn.Module, cfg) -> dict:
+    """A parameter group with a member's optimizer settings (lr, betas)."""
+    return {"params": [p for p in module.parameters() if p.requires_grad], "lr": cfg.lr,
+            "betas": (cfg.beta1, cfg.beta2)}
+
+
 def adam(module: nn.Module, cfg) -> torch.optim.Adam:
-    """Adam with the member's settings; fused kernels on CUDA, where they help."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    fused = bool(params) and params[0].is_cuda
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+    return fused_adam([adam_group(module, cfg)])
