@@ -62,7 +62,6 @@ from seg_p2p.models.member import SegModel, adam  # noqa: E402
 from seg_p2p.train import LOG_EVERY, seed_everything, select_device, to_device, train_step  # noqa: E402
 
 MEMBERS = ("pix2pix", "unet_l1", "unet_ce")
-PREVIEWS = ("no-nan-fill", "fused-adam")
 REPO = Path(__file__).resolve().parents[1]
 JPEG_QUALITY = 95  # what the reference's combine_A_and_B.py writes (cv2.imwrite's default)
 MIB = 2**20
@@ -107,10 +106,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-images", type=int, default=32, help="images per timed data-loading block")
     parser.add_argument("--data-repeats", type=int, default=5, help="interleaved data-loading blocks per way")
     parser.add_argument("--inference-steps", type=int, default=3, help="batches per timed inference block")
-    parser.add_argument("--preview", nargs="+", default=[], choices=PREVIEWS,
-                        help="measure ours with a change to seg_p2p recommended in benchmarks/README.md: "
-                             "no-nan-fill (seed_everything: no NaN fill of new tensors under deterministic mode), "
-                             "fused-adam (models.member.adam: fused kernels on CPU too)")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="params.yaml to build configs from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -396,21 +391,8 @@ def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict,
     return Runner(name, images, step, flags)
 
 
-def fused_like(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The same Adam with fused=True (one kernel over each tensor instead of ~8 passes; supported on CPU)."""
-    defaults = {key: optimizer.defaults[key] for key in ("lr", "betas", "eps", "weight_decay", "amsgrad")}
-    return torch.optim.Adam([p for group in optimizer.param_groups for p in group["params"]], fused=True, **defaults)
-
-
-def our_flags(no_nan_fill: bool) -> Callable[[], None]:
-    """The process-wide flags fit runs under (what seed_everything just set), to restore before each ours block.
-
-    no_nan_fill previews a change to seed_everything: under use_deterministic_algorithms(True), torch also
-    fills every torch.empty() with NaN (torch.utils.deterministic.fill_uninitialized_memory, on by default),
-    ~650 extra fill_ calls per pix2pix step on CPU; determinism does not need it.
-    """
-    if no_nan_fill:
-        torch.utils.deterministic.fill_uninitialized_memory = False
+def our_flags() -> Callable[[], None]:
+    """The process-wide flags fit runs under (what seed_everything just set), to restore before each ours block."""
     state = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
 
@@ -436,13 +418,11 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     batch = cfg.train.batch_size
     seed_everything(args.seed, cfg.train.deterministic)  # as fit does; the flags it sets are ours'
-    flags = our_flags("no-nan-fill" in args.preview)
+    flags = our_flags()
     model = build_member(cfg, name, data.spec)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     optimizers = model.optimizers()
-    if "fused-adam" in args.preview:
-        optimizers = {role: fused_like(opt) for role, opt in optimizers.items()}
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16" and cuda)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -589,10 +569,10 @@ def levers(cfg: Config, device: torch.device, args: argparse.Namespace) -> dict:
     seed_everything(args.seed, cfg.train.deterministic)
     fill = torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     return {"precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
-            "fused_adam": bool(probe.defaults.get("fused")) or "fused-adam" in args.preview,
+            "fused_adam": bool(probe.defaults.get("fused")),
             "cudnn_benchmark": torch.backends.cudnn.benchmark if device.type == "cuda" else None,
             "deterministic": cfg.train.deterministic,
-            "nan_fill_of_new_tensors": fill and "no-nan-fill" not in args.preview,
+            "nan_fill_of_new_tensors": fill,
             "compile": cfg.train.compile,
             "num_workers": cfg.train.num_workers}
 
@@ -621,7 +601,7 @@ def run(args: argparse.Namespace) -> dict:
             "repeats": repeats, "steps_per_block": math.ceil(steps / repeats), "members": args.members,
             "ngf": args.ngf, "unet_ce_encoder": encoder, "dataset": "synthetic", "images": max(args.images, batch),
             "load_size_rule": "round(size * 286 / 256)", "jpeg_quality": JPEG_QUALITY, "seed": args.seed,
-            "ours_levers": levers(cfg, device, args), "previews": args.preview,
+            "ours_levers": levers(cfg, device, args),
             "reference": "eager fp32 NCHW, batch 1, plain Adam, JPEG + PIL/torchvision per step, .item() per loss",
             "peak_tflops": args.peak_tflops if cuda else None,
         },
