@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from seg_p2p.atomic import atomic_path, write_text
@@ -167,10 +168,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def _fmt(mean: float, std: float = math.nan) -> str:
+def _fmt(mean: float, std: float = math.nan, digits: int = 3) -> str:
     if math.isnan(mean):
         return "—"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _millions(count: int) -> str:
@@ -188,10 +189,10 @@ def _delta(study: Study, a: str, b: str) -> dict:
     return {key: float(np.mean([d[key] for d in per_seed])) for key in ("delta", "low", "high")}
 
 
-def _stat(row: dict, shown: dict, key: str, label: str, values: list[float]) -> None:
+def _stat(row: dict, shown: dict, key: str, label: str, values: list[float], digits: int = 3) -> None:
     """Put a mean/std pair in the numeric row and its 'mean ± std' text in the shown row."""
     row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-    shown[label] = _fmt(row[f"{key}_mean"], row[f"{key}_std"])
+    shown[label] = _fmt(row[f"{key}_mean"], row[f"{key}_std"], digits)
 
 
 def _diverged(study: Study, model: str) -> tuple[int, int, int]:
@@ -217,7 +218,7 @@ def members_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
                       "D params (M)": _millions(params["discriminator"]),
                       "training params (M)": _millions(params["training"]),
                       "GFLOP / image": f"{first['flops_per_image'] / 1e9:.3f}"})
-        _stat(row, shown, "train_seconds", "train s", study.values(model, "train_seconds"))
+        _stat(row, shown, "train_seconds", "train s", study.values(model, "train_seconds"), digits=0)
         rows.append(row)
         shown_rows.append(shown)
     return pd.DataFrame(rows), pd.DataFrame(shown_rows)
@@ -334,6 +335,23 @@ def end_to_end_sentence(rows: list[dict], subject: str = "pix2pix") -> str:
     return sentence + "."
 
 
+def gradient_sentence(study: Study) -> str:
+    """How much of each member's training signal comes from the fusion loss in the end-to-end runs: the
+    ratio of the gradient norms reaching the member's output in the last epoch (history.csv), mean over seeds."""
+    parts = []
+    for strategy in (s for s in JOINT if s in study.strategies):
+        last = [pd.read_csv(study.history_path(strategy, seed)).iloc[-1] for seed in study.seeds]
+        ratios = [f"{member} {np.mean([r[f'grad_fusion.{member}'] / r[f'grad_own.{member}'] for r in last]):.2f}"
+                  for member in study.members if f"grad_own.{member}" in last[0]]
+        if ratios:
+            parts.append(f"`{strategy}`: {', '.join(ratios)}")
+    if not parts:
+        return ""
+    return ("Gradient reaching each member's output from the fusion loss, relative to the member's own loss "
+            f"(last epoch): {'; '.join(parts)}. Near 0, the ensemble barely trains that member; above 1, it "
+            "trains it more than the member's own objective does.")
+
+
 def discriminator_sentence(study: Study, rows: list[dict]) -> str:
     """Whether keeping the discriminator in the end-to-end loop matters: `joint` vs `joint-no-d`."""
     by_name = {r["strategy"]: r for r in rows}
@@ -411,7 +429,8 @@ def per_class_figure(study: Study, per_class: pd.DataFrame, path: Path) -> None:
 
 
 def training_curves_figure(study: Study, path: Path) -> None:
-    """One panel per member and end-to-end strategy: loss columns (left) and val mIoU (right), every seed."""
+    """One panel per member and end-to-end strategy: the minimised losses (left) and val mIoU (right), every seed.
+    Diagnostics (D outputs, gradient norms, lr, seconds) stay in history.csv and MLflow."""
     models = study.trained
     ncols = min(3, len(models))
     fig = Figure(figsize=(4.5 * ncols, 3.2 * math.ceil(len(models) / ncols)), layout="constrained")
@@ -426,7 +445,7 @@ def training_curves_figure(study: Study, path: Path) -> None:
             history = pd.read_csv(study.history_path(model, seed))
             if "epoch" not in history:
                 raise UserError(f"{study.history_path(model, seed)}: no 'epoch' column; run `dvc repro train` again")
-            losses = [c for c in history.columns if c not in ("epoch", "val_miou")]
+            losses = [c for c in history.columns if c.startswith("loss_")]
             for j, column in enumerate(losses):
                 ax.plot(history["epoch"], history[column], color=f"C{j}", alpha=1 if i == 0 else 0.5,
                         label=column if i == 0 else None)
@@ -438,6 +457,7 @@ def training_curves_figure(study: Study, path: Path) -> None:
                 ax.set_yscale("log")
         ax.set_title(f"{model} (seeds {', '.join(map(str, study.seeds))})", fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         handles = ax.get_legend_handles_labels()
         extra = right.get_legend_handles_labels()
@@ -508,6 +528,8 @@ mean over seeds of the difference and of the interval's low and high ends.
 {tables["hypothesis"] if rows else "No `learned`, `joint` or `joint-no-d` strategy in this study."}
 
 {end_to_end_sentence(rows, subject)} {discriminator_sentence(study, rows)}
+
+{gradient_sentence(study)}
 
 ## 4. Per-class IoU (mean over seeds)
 

@@ -80,6 +80,9 @@ def make_study(root, errors=None, diverged=(False, False), seeds=(0, 1), strateg
                 epochs = np.arange(1, 4)
                 history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
                                         "val_miou": [0.2, np.nan, 0.4]})
+                if model == "joint":  # fusion / own gradient at the members' outputs: 0.25, 0.5, 0.75
+                    for i, member in enumerate(MEMBERS):
+                        history[f"grad_fusion.{member}"], history[f"grad_own.{member}"] = 0.5 * (i + 1), 2.0
                 (folder / "train").mkdir(parents=True)
                 history.to_csv(folder / "train" / "history.csv", index=False)
     cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies)})
@@ -118,6 +121,7 @@ def test_report_writes_every_file_with_hand_computed_numbers(tmp_path):
     assert hypothesis["strategy"].tolist() == ["learned", "joint", "joint-no-d"]
 
     assert "Yes: pix2pix can be trained end-to-end" in text and "0 of 2 runs diverged" in text
+    assert "(last epoch): `joint`: pix2pix 0.25, unet_l1 0.50, unet_ce 0.75." in text
     assert "so end-to-end training helps." in text
     assert "The discriminator helps: `joint` vs `joint-no-d`" in text
 

@@ -3,8 +3,9 @@
 `JointEnsemble` is the study's question in code: members and fusion net in one model, trained by
 the same engine as a member. Its loss is the fusion cross-entropy plus every member's own loss
 (pix2pix keeps GAN + lambda*L1, its discriminator stepped in the same loop), and the fusion loss
-back-propagates into every member. It records the gradient norm that reaches each member from
-the fusion loss, so "does the ensemble actually train the members" is measured, not assumed.
+back-propagates into every member. It records the gradient norms that reach each member's output from
+the fusion loss and from its own loss, so "does the ensemble actually train the members" is measured,
+not assumed.
 """
 
 from __future__ import annotations
@@ -93,16 +94,28 @@ class JointEnsemble(SegModel):
         return output["fused"].float().softmax(1)
 
     def generator_losses(self, batch, output):
-        losses = {"loss_fusion_ce": fusion_loss(output["fused"], batch["mask"])}
-        if torch.is_grad_enabled():
-            probs = list(output["probs"].values())
-            grads = torch.autograd.grad(losses["loss_fusion_ce"], probs, retain_graph=True, allow_unused=True)
-            for name, grad in zip(output["probs"], grads):
-                losses[f"grad_fusion.{name}"] = grad.norm() if grad is not None else torch.zeros(())
+        fused = fusion_loss(output["fused"], batch["mask"])
+        losses = {"loss_fusion_ce": fused}
         for name, member in self.members.items():
-            for key, value in member.generator_losses(batch, output["members"][name]).items():
-                losses[f"{key}.{name}"] = value
+            own = member.generator_losses(batch, output["members"][name])
+            losses.update({f"{key}.{name}": value for key, value in own.items()})
+            if torch.is_grad_enabled():
+                losses.update(self._gradient_shares(name, fused, own, output["members"][name]))
         return losses
+
+    @staticmethod
+    def _gradient_shares(name: str, fused: torch.Tensor, own: dict, member_output: torch.Tensor) -> dict:
+        """Norms of the gradients that the fusion loss and the member's own loss send to its output.
+
+        Measured at the member's output (its raw colours or logits), where both arrive in the same space:
+        their ratio says how much the ensemble, rather than the member's own objective, trains it. The
+        gradient at the probabilities would not: through the fusion's log-mean term it is equal for all
+        members. Costs a backward through the loss heads (and the discriminator), not the members.
+        """
+        own_total = sum(value for key, value in own.items() if key.startswith("loss_"))
+        grad_fusion, grad_own = (torch.autograd.grad(loss, member_output, retain_graph=True)[0]
+                                 for loss in (fused, own_total))
+        return {f"grad_fusion.{name}": grad_fusion.norm(), f"grad_own.{name}": grad_own.norm()}
 
     def discriminator_losses(self, batch, output):
         losses = {}
