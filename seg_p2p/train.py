@@ -33,6 +33,7 @@ from seg_p2p.models import build_member, parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.tracking import Tracker, flatten
 
+SOURCE = Path(__file__).resolve().parent  # seg_p2p's own code: part of every run's identity
 LOG_EVERY = 10  # steps between host syncs (progress bar, finiteness check); never per step
 
 
@@ -73,9 +74,20 @@ def linear_decay(n_epochs: int, n_epochs_decay: int):
     return lambda epoch: 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
 
 
-def fingerprint(*parts) -> str:
-    """Identity of a training run's settings: a checkpoint is resumed only into the same settings."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def fingerprint(*settings, inputs: list[Path] = ()) -> str:
+    """Identity of a training run: its settings, seg_p2p's source and the bytes of its input files.
+
+    A checkpoint is resumed only into the same identity. DVC keeps (`persist`) a stage's outputs so a
+    killed run resumes; when it reruns a stage because code, data or a member changed, the finished
+    checkpoint left there must not be taken for that run's result, so the run starts over.
+    """
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in sorted(SOURCE.rglob("*.py")):
+        digest.update(path.relative_to(SOURCE).as_posix().encode() + path.read_bytes())
+    for path in inputs:
+        with open(path, "rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").digest())
+    return digest.hexdigest()[:16]
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
@@ -237,7 +249,7 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
             train_seconds = state["train_seconds"]
             print(f"resuming from {last_path} after epoch {start_epoch}", file=sys.stderr)
         else:
-            print(f"{last_path} was made with other settings; starting over", file=sys.stderr)
+            print(f"{last_path} was made with other settings, code or inputs; starting over", file=sys.stderr)
     distributed.wrap(model, rank, train_cfg.sync_batchnorm)
     step_model = torch.compile(model) if train_cfg.compile else model
 
@@ -345,7 +357,8 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     check_writable(out_dir)
     train_set = SegmentationDataset(data, "train", build_transform(cfg.data, train=True), seed)
     val_set = SegmentationDataset(data, "val", build_transform(cfg.data, train=False), seed)
-    identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(), seed)
+    identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(), seed,
+                           inputs=data.files())
     tags = {"stage": "train", "member": name, "seed": str(seed)}
     params = flatten({"member": cfg.members[name].model_dump(), "train": cfg.train.model_dump(),
                       "data": cfg.data.model_dump(), "seed": seed})

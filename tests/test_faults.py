@@ -397,6 +397,52 @@ def test_signal_at_a_known_step_keeps_epoch_one(workspace, tmp_path, monkeypatch
     assert len(read_history(out / "history.csv")) == 3
 
 
+def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, capsys):
+    """DVC keeps a stage's outputs (`persist`) and reruns it when its data changed: the finished
+    checkpoint left there is resumed (nothing to do) only when the data are the same bytes."""
+    import numpy as np
+    import torch
+
+    from seg_p2p.cli import main
+
+    out = tmp_path / "train"
+    main(train_argv(workspace, out, member="unet_l1"))
+    weights = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    main(train_argv(workspace, out, member="unet_l1"))
+    assert "after epoch 3" in capsys.readouterr().err
+    assert len(read_history(out / "history.csv")) == 3
+
+    changed = tmp_path / "workspace"
+    shutil.copytree(workspace, changed)
+    photos = np.load(changed / "data" / "train_photos.npy")
+    photos[0, 0, 0] = 255 - photos[0, 0, 0]
+    np.save(changed / "data" / "train_photos.npy", photos)
+    main(train_argv(changed, out, member="unet_l1"))
+    assert "starting over" in capsys.readouterr().err
+    assert len(read_history(out / "history.csv")) == 3
+    assert_outputs_complete(out)
+    retrained = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(weights[k], retrained[k]) for k in weights)
+
+
+def test_run_identity_covers_settings_code_and_inputs(tmp_path, monkeypatch):
+    import seg_p2p.train as train
+
+    source, data = tmp_path / "seg_p2p", tmp_path / "weights.pt"
+    source.mkdir()
+    (source / "model.py").write_text("x = 1\n")
+    data.write_bytes(b"weights")
+    monkeypatch.setattr(train, "SOURCE", source)
+    first = train.fingerprint({"lr": 1e-3}, inputs=[data])
+    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) == first
+    assert train.fingerprint({"lr": 2e-3}, inputs=[data]) != first
+    data.write_bytes(b"other weights")
+    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) != first
+    data.write_bytes(b"weights")
+    (source / "model.py").write_text("x = 2\n")
+    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) != first
+
+
 # ---- 3. unwritable output folder, full disk --------------------------------------------------------------
 
 def test_output_under_a_regular_file_is_refused_before_training(workspace, tmp_path, capsys):

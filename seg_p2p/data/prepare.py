@@ -103,6 +103,9 @@ class PreparedData:
                             f"run `seg-p2p prepare --out {self.root}` or `dvc repro prepare` first")
         self.spec = DatasetSpec.model_validate(json.loads((self.root / "spec.json").read_text()))
 
+    def files(self) -> list[Path]:
+        return [self.root / name for name in FILES]
+
     def _path(self, split: str, part: str) -> Path:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -73,21 +73,24 @@ def run_trained(cfg: Config, strategy: StrategyConfig, name: str, seed: int, run
         model = StackingModel(len(strategy.members), spec.num_classes, strategy.fusion)
         base = SegmentationDataset(data, "val", eval_transform, seed)
         train_set = ProbabilityDataset(member_probs(runs_dir, strategy.members, "val"), base)
+        member_inputs = [runs_dir / m / "predict" / "val_probs.npy" for m in strategy.members]
         val_set = None  # stacking never sees test, and val is its training data
         test_set = ProbabilityDataset(member_probs(runs_dir, strategy.members, "test"),
                                       SegmentationDataset(data, "test", eval_transform, seed))
     else:
         members = {m: build_member(cfg, m, spec) for m in strategy.members}
+        member_inputs = []
         if strategy.init == "members":
-            for m, member in members.items():
-                load_weights(member, runs_dir / m / "train" / "checkpoints" / "best.pt")
+            member_inputs = [runs_dir / m / "train" / "checkpoints" / "best.pt" for m in strategy.members]
+            for member, weights in zip(members.values(), member_inputs):
+                load_weights(member, weights)
         model = JointEnsemble(members, spec.num_classes, strategy.fusion, strategy.discriminator)
         train_set = SegmentationDataset(data, "train", build_transform(cfg.data, train=True), seed)
         val_set = SegmentationDataset(data, "val", eval_transform, seed)
         test_set = SegmentationDataset(data, "test", eval_transform, seed)
 
     identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
-                           cfg.train.model_dump(), cfg.data.model_dump(), seed)
+                           cfg.train.model_dump(), cfg.data.model_dump(), seed, inputs=data.files() + member_inputs)
     tags = {"stage": "ensemble", "strategy": name, "seed": str(seed), "combiner": strategy.combiner}
     params = flatten({"strategy": strategy.model_dump(), "train": cfg.train.model_dump(), "seed": seed})
     with Tracker(cfg, f"ensemble/{name}", tags, params) as tracker:
