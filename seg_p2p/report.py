@@ -335,14 +335,20 @@ def end_to_end_sentence(rows: list[dict], subject: str = "pix2pix") -> str:
     return sentence + "."
 
 
+def _gradient_ratio(history: pd.DataFrame, member: str) -> float:
+    """grad_fusion / grad_own of the last epoch that measured them (they are measured on some steps only)."""
+    last = history[[f"grad_fusion.{member}", f"grad_own.{member}"]].dropna().iloc[-1]
+    return float(last.iloc[0] / last.iloc[1])
+
+
 def gradient_sentence(study: Study) -> str:
     """How much of each member's training signal comes from the fusion loss in the end-to-end runs: the
-    ratio of the gradient norms reaching the member's output in the last epoch (history.csv), mean over seeds."""
+    ratio of the gradient norms reaching the member's output (history.csv), mean over seeds."""
     parts = []
     for strategy in (s for s in JOINT if s in study.strategies):
-        last = [pd.read_csv(study.history_path(strategy, seed)).iloc[-1] for seed in study.seeds]
-        ratios = [f"{member} {np.mean([r[f'grad_fusion.{member}'] / r[f'grad_own.{member}'] for r in last]):.2f}"
-                  for member in study.members if f"grad_own.{member}" in last[0]]
+        histories = [pd.read_csv(study.history_path(strategy, seed)) for seed in study.seeds]
+        ratios = [f"{member} {np.mean([_gradient_ratio(h, member) for h in histories]):.2f}"
+                  for member in study.members if f"grad_own.{member}" in histories[0]]
         if ratios:
             parts.append(f"`{strategy}`: {', '.join(ratios)}")
     if not parts:

@@ -266,6 +266,7 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
                                 pin_memory=pin)
             step_model.train()
             sums: dict[str, torch.Tensor] = {}
+            counts: dict[str, int] = {}  # per key: a diagnostic may be measured on some steps only
             started = time.perf_counter()
             bar = tqdm(loader, desc=f"{tracker.run_name} epoch {epoch + 1}/{total_epochs}", leave=False,
                        file=sys.stderr, dynamic_ncols=True)
@@ -274,11 +275,12 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
                                    scaler, autocast)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
                 d_losses = [value for key, value in stats.items() if key.split(".")[0] == "loss_d"]
                 if d_losses:
                     collapse_streak = (collapse_streak + 1) * (torch.stack(d_losses).min() < 1e-3)
                 if i % LOG_EVERY == 0 or i == len(loader):
-                    means = {key: (value / i).item() for key, value in sums.items()}
+                    means = {key: (value / counts[key]).item() for key, value in sums.items()}
                     bad = [key for key, value in means.items() if not math.isfinite(value)]
                     if bad:
                         kept = (f"the last good checkpoint is {last_path} (epoch {epoch})" if epoch > 0
@@ -295,7 +297,7 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
             epoch_seconds = time.perf_counter() - started
             train_seconds += epoch_seconds
             row = {"epoch": epoch + 1, "lr": schedulers["generator"].get_last_lr()[0],
-                   **{key: distributed.all_reduce_mean(value / len(loader), rank).item()
+                   **{key: distributed.all_reduce_mean(value / counts[key], rank).item()
                       for key, value in sums.items()},
                    "seconds": epoch_seconds}
             for scheduler in schedulers.values():

@@ -81,8 +81,9 @@ def make_study(root, errors=None, diverged=(False, False), seeds=(0, 1), strateg
                 history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
                                         "val_miou": [0.2, np.nan, 0.4]})
                 if model == "joint":  # fusion / own gradient at the members' outputs: 0.25, 0.5, 0.75
-                    for i, member in enumerate(MEMBERS):
-                        history[f"grad_fusion.{member}"], history[f"grad_own.{member}"] = 0.5 * (i + 1), 2.0
+                    for i, member in enumerate(MEMBERS):  # measured on some steps: none in the last epoch
+                        history[f"grad_fusion.{member}"] = [1.0, 0.5 * (i + 1), np.nan]
+                        history[f"grad_own.{member}"] = [1.0, 2.0, np.nan]
                 (folder / "train").mkdir(parents=True)
                 history.to_csv(folder / "train" / "history.csv", index=False)
     cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies)})
