@@ -77,6 +77,7 @@ def cmd_report(args):
     with Tracker(cfg, "report", {"stage": "report"}) as tracker:
         for file in sorted(path.parent.iterdir()):
             tracker.log_to_parent(file, "conclusion")
+        tracker.finish_parent(json.loads((path.parent / "summary.json").read_text()))
     print(f"conclusion tables: {path}")
 
 

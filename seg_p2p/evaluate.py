@@ -23,6 +23,7 @@ from seg_p2p.errors import UserError
 from seg_p2p.layout import model_dir
 from seg_p2p.metrics import confusion_matrices, flops_per_image, inference_ms_per_image, scores_from_confusion
 from seg_p2p.models import build_member, parameter_counts
+from seg_p2p.tracking import Tracker
 
 ROLES = ("generator", "discriminator", "fusion", "training", "inference")
 TIMING_BATCH = 4
@@ -106,6 +107,23 @@ class _FusionProbe(torch.nn.Module):
         return self.fusion([photo.new_zeros(n, self.num_classes, h, w)] * self.num_members, photo)
 
 
+def track(cfg: Config, name: str, seed: int, scores: dict, entry: dict) -> None:
+    """One MLflow run per model with its test scores and costs, all under the experiment's parent run, so
+    members and strategies compare side by side (filter `tags.stage = 'evaluate'`)."""
+    role = "member" if entry["kind"] == "member" else "strategy"
+    tags = {"stage": "evaluate", "model": name, "kind": entry["kind"], role: name, "seed": str(seed)}
+    params = {"members": ", ".join(entry["members"]), "combiner": entry["combiner"]} if role == "strategy" else {}
+    metrics = {f"test_{key}": scores[key] for key in ("miou", "pixel_accuracy", "mean_class_accuracy")}
+    metrics |= {f"test_iou.{cls}": value for cls, value in scores["per_class_iou"].items() if value is not None}
+    metrics |= {f"params_{part}": count for part, count in entry["params"].items()}
+    metrics |= {"gflops_per_image": entry["flops_per_image"] / 1e9,
+                "inference_ms_per_image": entry["inference_ms_per_image"]}
+    metrics |= {key: float(entry[key]) for key in ("train_seconds", "seconds_per_step", "diverged")
+                if entry.get(key) is not None}
+    with Tracker(cfg, f"evaluate/{name}", tags, params) as tracker:
+        tracker.log_metrics(metrics)
+
+
 def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_dir: Path,
                   strategies_dir: Path) -> dict:
     from seg_p2p.data.dataset import SegmentationDataset
@@ -122,7 +140,7 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
     entries = {name: member_entry(cfg, name, spec, example, seed_dir) for name in cfg.members}
     entries |= {name: strategy_entry(cfg, name, spec, example, seed_dir, strategies_dir, entries)
                 for name in cfg.strategies}
-    flat = {}
+    flat, tracked = {}, {}
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"
         folder = model_dir(seed_dir, name, cfg.members) / "predict"
@@ -134,8 +152,11 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
         scores = scores_from_confusion(confusion.sum(0), spec.names)
         save_npy(out_dir / f"{name}_test_confusion.npy", confusion)
         write_json(out_dir / f"{name}.json", {"model": name, "seed": seed, **scores, **entry})
+        tracked[name] = scores
         flat[name] = {key: round(scores[key], 4) for key in ("miou", "pixel_accuracy", "mean_class_accuracy")}
     write_json(seed_dir / "metrics.json", flat)
+    for name, scores in tracked.items():  # after every check passed: a bad input leaves no runs behind
+        track(cfg, name, seed, scores, entries[name])
     rows = [{"model": name, "class": cls, "iou": value}
             for name in entries for cls, value in json.loads((out_dir / f"{name}.json").read_text())[
                 "per_class_iou"].items() if value is not None]

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from seg_p2p.atomic import atomic_path, write_text
+from seg_p2p.atomic import atomic_path, write_json, write_text
 from seg_p2p.config import Config
 from seg_p2p.layout import model_dir
 from seg_p2p.errors import UserError
@@ -555,4 +555,13 @@ mean over seeds of the difference and of the interval's low and high ends.
 """
     path = out_dir / "conclusion.md"
     write_text(path, text)
+    write_json(out_dir / "summary.json", headline_metrics(study, rows))
     return path
+
+
+def headline_metrics(study: Study, rows: list[dict]) -> dict[str, float]:
+    """Test mIoU of every model and the end-to-end deltas (means over seeds): the parent MLflow run's
+    metrics, so DVC experiments compare side by side in MLflow."""
+    metrics = {f"test_miou.{model}": _mean_std(study.values(model, "miou"))[0] for model in study.models}
+    metrics |= {f"delta_vs_learned.{r['strategy']}": r["delta"]["delta"] for r in rows if r["delta"]}
+    return metrics

@@ -121,6 +121,16 @@ class Tracker:
         if self.mlflow is not None:
             self._call(self.mlflow.log_artifact, str(path), folder)
 
+    def finish_parent(self, metrics: dict[str, float]) -> None:
+        """The study's headline numbers on the parent run, which is marked finished (until a rerun's report)."""
+        if self.mlflow is not None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient()
+            for key, value in metrics.items():
+                self._call(client.log_metric, self.parent_id, key, value)
+            self._call(client.set_terminated, self.parent_id, "FINISHED")
+
     def log_to_parent(self, path: Path, folder: str | None = None) -> None:
         """Attach a file (the conclusion tables, figures) to the parent run of the experiment."""
         if self.mlflow is not None:

@@ -341,7 +341,8 @@ def fit(model: SegModel, train_set, val_set, cfg: Config, seed: int, out_dir: Pa
                "diverged": False, "params": parameter_counts(model), "device": str(device)}
     if rank.is_main:
         write_json(out_dir / "summary.json", summary)
-        tracker.log_metrics({"train_seconds": train_seconds, "best_val_miou": max(best_miou, 0.0)})
+        tracker.log_metrics({"train_seconds": train_seconds}
+                            | ({"best_val_miou": best_miou} if val_loader is not None else {}))
     return summary
 
 

@@ -86,6 +86,29 @@ def test_repro_runs_every_stage_and_writes_the_conclusion(study):
     assert "pix2pix" in shown
 
 
+def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
+    from mlflow.tracking import MlflowClient
+
+    root, _ = study
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seg_p2p").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.tags["experiment"] == "synthetic-cpu" and "delta_vs_learned.joint" in parent.data.metrics
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    models = ["pix2pix", "unet_l1", "unet_ce", "mean", "learned", "joint"]
+    assert {f"evaluate/{m}" for m in models} | {"train/pix2pix", "ensemble/mean", "ensemble/joint", "report"} \
+        <= set(children)
+    for model in models:
+        run = children[f"evaluate/{model}"]
+        assert run.data.tags["stage"] == "evaluate" and run.data.tags["seed"] == "0"
+        assert 0 <= run.data.metrics["test_miou"] <= 1 and run.data.metrics["params_inference"] > 0
+    assert "best_val_miou" not in children["ensemble/learned"].data.metrics  # no val split of its own
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "conclusion")}
+    assert "conclusion/conclusion.md" in artifacts
+
+
 def test_second_repro_does_nothing(study):
     root, _ = study
     output = run(["dvc", "repro"], root).stdout

@@ -123,6 +123,9 @@ def test_report_writes_every_file_with_hand_computed_numbers(tmp_path):
 
     assert "Yes: pix2pix can be trained end-to-end" in text and "0 of 2 runs diverged" in text
     assert "(last epoch): `joint`: pix2pix 0.25, unet_l1 0.50, unet_ce 0.75." in text
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["test_miou.pix2pix"] == pytest.approx(np.mean(miou))
+    assert summary["delta_vs_learned.joint"] == pytest.approx(_iou(1) - _iou(3))
     assert "so end-to-end training helps." in text
     assert "The discriminator helps: `joint` vs `joint-no-d`" in text
 

@@ -37,12 +37,11 @@ def member_probs(runs_dir: Path, members: list[str], split: str) -> list[np.ndar
     return arrays
 
 
-def run_fixed(strategy: StrategyConfig, runs_dir: Path, out_dir: Path, data) -> None:
+def run_fixed(strategy: StrategyConfig, probs: list[np.ndarray], out_dir: Path, data) -> None:
     from PIL import Image
 
     from seg_p2p.atomic import atomic_dir, save_npy
 
-    probs = member_probs(runs_dir, strategy.members, "test")
     shape = probs[0].shape
     with open_npy(out_dir / "predict" / "test_probs.npy", np.float16, shape) as scores:
         for start in range(0, shape[0], CHUNK):
@@ -91,9 +90,7 @@ def run_trained(cfg: Config, strategy: StrategyConfig, name: str, seed: int, run
 
     identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
                            cfg.train.model_dump(), cfg.data.model_dump(), seed, inputs=data.files() + member_inputs)
-    tags = {"stage": "ensemble", "strategy": name, "seed": str(seed), "combiner": strategy.combiner}
-    params = flatten({"strategy": strategy.model_dump(), "train": cfg.train.model_dump(), "seed": seed})
-    with Tracker(cfg, f"ensemble/{name}", tags, params) as tracker:
+    with strategy_tracker(cfg, strategy, name, seed) as tracker:
         best = out_dir / "train" / "checkpoints" / "best.pt"
         try:
             fit(model, train_set, val_set, cfg, seed, out_dir / "train", tracker, identity, spec.palette,
@@ -113,6 +110,13 @@ def run_trained(cfg: Config, strategy: StrategyConfig, name: str, seed: int, run
                       data.names("test"), spec.num_classes, name)
 
 
+def strategy_tracker(cfg: Config, strategy: StrategyConfig, name: str, seed: int) -> Tracker:
+    """The strategy's nested MLflow run, `ensemble/NAME` (its test scores go to `evaluate/NAME`)."""
+    tags = {"stage": "ensemble", "strategy": name, "seed": str(seed), "combiner": strategy.combiner}
+    params = flatten({"strategy": strategy.model_dump(), "train": cfg.train.model_dump(), "seed": seed})
+    return Tracker(cfg, f"ensemble/{name}", tags, params)
+
+
 def run_strategy(cfg: Config, name: str, seed: int, data_dir: Path, runs_dir: Path, out_dir: Path,
                  strategies_dir: Path) -> None:
     from seg_p2p.data.prepare import PreparedData
@@ -121,6 +125,8 @@ def run_strategy(cfg: Config, name: str, seed: int, data_dir: Path, runs_dir: Pa
     data = PreparedData(data_dir)
     torch.manual_seed(seed)
     if strategy.combiner in FIXED_COMBINERS:
-        run_fixed(strategy, runs_dir, out_dir, data)
+        probs = member_probs(runs_dir, strategy.members, "test")  # missing outputs fail before any tracking
+        with strategy_tracker(cfg, strategy, name, seed):
+            run_fixed(strategy, probs, out_dir, data)
     else:
         run_trained(cfg, strategy, name, seed, runs_dir, out_dir, data)
