@@ -49,6 +49,11 @@ def fusion_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), mask, ignore_index=IGNORE_INDEX)
 
 
+def fusion_group(fusion: FusionNet, cfg: FusionConfig) -> dict:
+    """The fusion net's Adam parameter group: its own lr, Adam's default betas."""
+    return {"params": list(fusion.parameters()), "lr": cfg.lr, "betas": (0.9, 0.999)}
+
+
 class StackingModel(SegModel):
     """Frozen stacking: the fusion net alone, fitted on stored member probabilities of the val split."""
 
@@ -67,7 +72,7 @@ class StackingModel(SegModel):
         return {"loss_fusion_ce": fusion_loss(output, batch["mask"])}
 
     def optimizers(self):
-        return {"generator": fused_adam([{"params": list(self.fusion.parameters()), "lr": self.cfg.lr}])}
+        return {"generator": fused_adam([fusion_group(self.fusion, self.cfg)])}
 
     def parameter_groups(self):
         return {"fusion": self.fusion}
@@ -137,7 +142,7 @@ class JointEnsemble(SegModel):
     def optimizers(self):
         """One generator optimizer with a parameter group per member (each keeps its own lr and betas)."""
         groups = [adam_group(member.generator, member.cfg.optimizer) for member in self.members.values()]
-        groups.append({"params": list(self.fusion.parameters()), "lr": self.cfg.lr, "betas": (0.9, 0.999)})
+        groups.append(fusion_group(self.fusion, self.cfg))
         optimizers = {"generator": fused_adam(groups)}
         discriminators = [adam_group(m.discriminator, m.cfg.optimizer)
                           for m in self.members.values() if getattr(m, "discriminator", None) is not None]
