@@ -26,10 +26,18 @@ from seg_p2p.train import TrainingDiverged, fingerprint, fit, load_weights, sele
 CHUNK = 16  # images combined at a time: bounded memory whatever the split size
 
 
+def probs_path(runs_dir: Path, member: str, split: str) -> Path:
+    return runs_dir / member / "predict" / f"{split}_probs.npy"
+
+
+def weights_path(runs_dir: Path, member: str) -> Path:
+    return runs_dir / member / "train" / "checkpoints" / "best.pt"
+
+
 def member_probs(runs_dir: Path, members: list[str], split: str) -> list[np.ndarray]:
     arrays = []
     for member in members:
-        path = runs_dir / member / "predict" / f"{split}_probs.npy"
+        path = probs_path(runs_dir, member, split)
         if not path.exists():
             raise UserError(f"{path}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
                             "first")
@@ -72,7 +80,7 @@ def run_trained(cfg: Config, strategy: StrategyConfig, name: str, seed: int, run
         model = StackingModel(len(strategy.members), spec.num_classes, strategy.fusion)
         base = SegmentationDataset(data, "val", eval_transform, seed)
         train_set = ProbabilityDataset(member_probs(runs_dir, strategy.members, "val"), base)
-        member_inputs = [runs_dir / m / "predict" / "val_probs.npy" for m in strategy.members]
+        member_inputs = [probs_path(runs_dir, m, "val") for m in strategy.members]
         val_set = None  # stacking never sees test, and val is its training data
         test_set = ProbabilityDataset(member_probs(runs_dir, strategy.members, "test"),
                                       SegmentationDataset(data, "test", eval_transform, seed))
@@ -80,7 +88,7 @@ def run_trained(cfg: Config, strategy: StrategyConfig, name: str, seed: int, run
         members = {m: build_member(cfg, m, spec) for m in strategy.members}
         member_inputs = []
         if strategy.init == "members":
-            member_inputs = [runs_dir / m / "train" / "checkpoints" / "best.pt" for m in strategy.members]
+            member_inputs = [weights_path(runs_dir, m) for m in strategy.members]
             for member, weights in zip(members.values(), member_inputs):
                 load_weights(member, weights)
         model = JointEnsemble(members, spec.num_classes, strategy.fusion, strategy.discriminator)
