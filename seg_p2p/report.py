@@ -62,6 +62,7 @@ class Study:
     colours: np.ndarray  # (C,3) uint8
     evals: dict[str, list[dict]]
     _confusions: dict = field(default_factory=dict, repr=False)
+    _histories: dict = field(default_factory=dict, repr=False)
 
     @property
     def seeds(self) -> list[int]:
@@ -102,6 +103,17 @@ class Study:
         files += [(self.history_path(m, seed), "train" if m in self.members else "ensemble")
                   for seed in self.seeds for m in self.trained]
         return files
+
+    def history(self, model: str, seed: int) -> pd.DataFrame:
+        """A trained model's per-epoch history.csv, read once (the curves and the gradient sentence use it)."""
+        key = (model, seed)
+        if key not in self._histories:
+            path = self.history_path(model, seed)
+            history = pd.read_csv(path)
+            if "epoch" not in history:
+                raise UserError(f"{path}: no 'epoch' column; run `dvc repro train` again")
+            self._histories[key] = history
+        return self._histories[key]
 
     def confusion(self, model: str, index: int) -> np.ndarray:
         """Per-image test confusions (N,C,C) of one model for the seed at `index` in cfg.seeds."""
@@ -346,7 +358,7 @@ def gradient_sentence(study: Study) -> str:
     ratio of the gradient norms reaching the member's output (history.csv), mean over seeds."""
     parts = []
     for strategy in (s for s in JOINT if s in study.strategies):
-        histories = [pd.read_csv(study.history_path(strategy, seed)) for seed in study.seeds]
+        histories = [study.history(strategy, seed) for seed in study.seeds]
         ratios = [f"{member} {np.mean([_gradient_ratio(h, member) for h in histories]):.2f}"
                   for member in study.members if f"grad_own.{member}" in histories[0]]
         if ratios:
@@ -448,9 +460,7 @@ def training_curves_figure(study: Study, path: Path) -> None:
         right.set_ylim(0, 1)
         right.set_ylabel("val mIoU")
         for i, seed in enumerate(study.seeds):
-            history = pd.read_csv(study.history_path(model, seed))
-            if "epoch" not in history:
-                raise UserError(f"{study.history_path(model, seed)}: no 'epoch' column; run `dvc repro train` again")
+            history = study.history(model, seed)
             losses = [c for c in history.columns if c.startswith("loss_")]
             for j, column in enumerate(losses):
                 ax.plot(history["epoch"], history[column], color=f"C{j}", alpha=1 if i == 0 else 0.5,
