@@ -5,8 +5,8 @@ model class in one process, their timed blocks interleaved (A B C, C B A, A B C,
 machine slows all of them alike:
 
 - `ours`: seg_p2p's own path: the prepared uint8 cache -> SegmentationDataset with the albumentations
-  jitter -> DataLoader -> `seg_p2p.train.train_step` with the member's optimizers, no per-step host
-  sync (only fit's every-LOG_EVERY-steps one), at --batch; on CUDA with bf16 autocast, channels_last,
+  jitter -> DataLoader -> the engine's own `train_step` and `LossLog` with the member's optimizers, no
+  per-step host sync (only fit's every-LOG_EVERY-steps one), at --batch; on CUDA with bf16 autocast, channels_last,
   fused Adam, cudnn.benchmark (and --compile if asked); on CPU fp32, NCHW, as params.yaml.
 - `ours_same_as_reference`: the same at batch 1, the reference's batch size.
 - `reference`: the reference implementation's way: eager fp32 NCHW, batch 1, every step decodes an
@@ -40,7 +40,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Iterator  # noqa: E402
 
@@ -57,11 +56,12 @@ from seg_p2p.data.prepare import PreparedData, prepare  # noqa: E402
 from seg_p2p.data.spec import DatasetSpec, match_palette  # noqa: E402
 from seg_p2p.data.transforms import build_transform  # noqa: E402
 from seg_p2p.metrics import flops_per_image  # noqa: E402
+from seg_p2p.device import Precision, select_device, to_device  # noqa: E402
+from seg_p2p.engine import LOG_EVERY, LossLog, train_step  # noqa: E402
 from seg_p2p.models import build_member, parameter_counts  # noqa: E402
-from seg_p2p.models.member import SegModel, adam  # noqa: E402
-from seg_p2p.train import LOG_EVERY, seed_everything, select_device, to_device, train_step  # noqa: E402
+from seg_p2p.models.member import SegModel, adam_group, fused_adam  # noqa: E402
+from seg_p2p.seeding import epoch_order, seed_everything  # noqa: E402
 
-MEMBERS = ("pix2pix", "unet_l1", "unet_ce")
 REPO = Path(__file__).resolve().parents[1]
 JPEG_QUALITY = 95  # what the reference's combine_A_and_B.py writes (cv2.imwrite's default)
 MIB = 2**20
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help="interleaved timed blocks the steps are split into (default: one step per block on "
                              "CPU, 3 blocks on CUDA)")
-    parser.add_argument("--members", nargs="+", default=list(MEMBERS), choices=MEMBERS)
+    parser.add_argument("--members", nargs="+", default=None, help="members of --params (default: all)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--ngf", type=int, default=64, help="pix2pix/unet_l1 generator width (the paper: 64)")
     parser.add_argument("--encoder", default=None, help="unet_ce encoder (default: params.yaml's)")
@@ -113,19 +113,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    if "unet_ce" in args.members and min(args.size) < 64:
-        parser.error("unet_ce needs --size >= 64: at 32 px its encoder's 1x1 bottleneck leaves BatchNorm one value "
-                     "per channel at batch 1 (ours_same_as_reference and the reference)")
     return args
 
 
+def check_members(args: argparse.Namespace, cfg: Config) -> None:
+    """--members names members of params.yaml; smp encoders need 64 px (at 32 px the 1x1 bottleneck leaves
+    BatchNorm one value per channel at batch 1: ours_same_as_reference and the reference)."""
+    args.members = args.members or list(cfg.members)
+    unknown = [name for name in args.members if name not in cfg.members]
+    if unknown:
+        raise SystemExit(f"--members: '{unknown[0]}' is not a member of {args.params} ({', '.join(cfg.members)})")
+    encoders = [name for name in args.members if "encoder" in type(cfg.members[name]).model_fields]
+    if encoders and min(args.size) < 64:
+        raise SystemExit(f"--size: {encoders[0]} (an smp encoder) needs --size >= 64")
+
+
 def member_overrides(params: Config, args: argparse.Namespace) -> dict:
-    """ngf for the generator members, the encoder for unet_ce (only for members params.yaml defines)."""
+    """--ngf for members with a pix2pix generator, --encoder for members with an smp encoder (by their settings)."""
     members = {}
     for name, member in params.members.items():
-        if member.kind in ("pix2pix", "unet_l1"):
+        fields = type(member).model_fields
+        if "generator" in fields:
             members[name] = {"generator": {"ngf": args.ngf}}
-        elif member.kind == "unet_ce" and args.encoder:
+        elif "encoder" in fields and args.encoder:
             members[name] = {"encoder": args.encoder}
     return members
 
@@ -159,9 +169,9 @@ def our_batches(data: PreparedData, cfg: Config, batch: int, seed: int, pin: boo
     epoch = 0
     while True:
         dataset.set_epoch(epoch)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         # drop_last: a short final batch would time a different amount of work (fit keeps it)
-        yield from DataLoader(dataset, batch_size=batch, sampler=order.tolist(), num_workers=cfg.train.num_workers,
+        yield from DataLoader(dataset, batch_size=batch, sampler=epoch_order(len(dataset), seed, epoch),
+                              num_workers=cfg.train.num_workers,
                               pin_memory=pin, drop_last=True)
         epoch += 1
 
@@ -364,29 +374,22 @@ def reference_optimizers(model: SegModel, cfg) -> dict[str, torch.optim.Optimize
     """The reference's torch.optim.Adam(net.parameters(), lr, betas): no fused kernels."""
     return {role: torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1,
                                                                                  cfg.optimizer.beta2))
-            for role, net in model.parameter_groups().items()}
+            for role, net in model.networks().items()}
 
 
-def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict, scaler, autocast,
+def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict, precision: Precision,
                device: torch.device, cfg: Config, images: int, flags: Callable[[], None]) -> Runner:
-    """fit's loop body: to_device + train_step, loss sums and the collapse counter kept on the device, and fit's
-    host sync every LOG_EVERY steps (not at epoch ends: the benchmark's tiny epochs would add syncs a real one has not)."""
-    state = {"steps": 0, "sums": {}, "collapse": torch.zeros((), device=device)}
+    """fit's loop body from the engine itself: to_device, train_step, LossLog.add, and LossLog.check (fit's host
+    sync) every LOG_EVERY steps (not at epoch ends: the benchmark's tiny epochs would add syncs a real one has not)."""
+    log = LossLog(name, device, cfg.train.collapse_patience, Path("last.pt"))
+    steps = iter(range(1, 2**62))
 
     def step() -> None:
-        stats = train_step(step_model, to_device(next(batches), device, cfg.train.channels_last), optimizers,
-                           scaler, autocast)
-        sums = state["sums"]
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value
-        d_losses = [value for key, value in stats.items() if key.split(".")[0] == "loss_d"]
-        if d_losses:
-            state["collapse"] = (state["collapse"] + 1) * (torch.stack(d_losses).min() < 1e-3)
-        state["steps"] += 1
-        if state["steps"] % LOG_EVERY == 0:  # fit's progress bar / finiteness check
-            [(value / LOG_EVERY).item() for value in sums.values()]
-            state["collapse"].item()
-            state["sums"] = {}
+        log.add(train_step(step_model, to_device(next(batches), device, cfg.train.channels_last), optimizers,
+                           precision))
+        if next(steps) % LOG_EVERY == 0:
+            log.check(1, LOG_EVERY)
+            log.start_epoch()
 
     return Runner(name, images, step, flags)
 
@@ -423,9 +426,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     optimizers = model.optimizers()
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16" and cuda)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    precision = Precision(cfg.train.precision, device)
     step_model = torch.compile(model) if cfg.train.compile else model
     model.train()
 
@@ -438,10 +439,10 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     def ref_step() -> None:
         reference_step(ref_model, to_device(next(ref_batches), device, False), ref_opts)
 
-    ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), step_model, optimizers, scaler,
-                      autocast, device, cfg, batch, flags)
+    ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), step_model, optimizers, precision,
+                      device, cfg, batch, flags)
     ours_b1 = our_runner("ours_same_as_reference", our_batches(data, cfg, 1, args.seed, cuda), step_model,
-                         optimizers, scaler, autocast, device, cfg, 1, flags)
+                         optimizers, precision, device, cfg, 1, flags)
     reference = Runner("reference", 1, ref_step, reference_enter)
     runners = [ours, ours_b1, reference]
 
@@ -453,8 +454,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     flop_batches = our_batches(data, cfg, batch, args.seed + 1, cuda)
     ours.enter()
     with FlopCounterMode(display=False) as counter:
-        train_step(model, to_device(next(flop_batches), device, cfg.train.channels_last), optimizers, scaler,
-                   autocast)
+        train_step(model, to_device(next(flop_batches), device, cfg.train.channels_last), optimizers, precision)
     train_flops = counter.get_total_flops() / batch
 
     memory = {runner.name: peak_memory_mib(runner, device) for runner in runners}
@@ -476,7 +476,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     model.eval()
 
     def infer() -> None:
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), precision.autocast():
             model.probabilities(step_model(eval_batch))
 
     infer_rates = interleaved([Runner("inference", eval_batch["photo"].shape[0], infer, ours.enter)],
@@ -564,8 +564,8 @@ def cpu_name() -> str:
 
 
 def levers(cfg: Config, device: torch.device, args: argparse.Namespace) -> dict:
-    """What ours runs with, read from seg_p2p itself (so a later change to adam or seed_everything shows)."""
-    probe = adam(torch.nn.Linear(1, 1).to(device), next(iter(cfg.members.values())).optimizer)
+    """What ours runs with, read from seg_p2p itself (so a later change to fused_adam or seed_everything shows)."""
+    probe = fused_adam([adam_group(torch.nn.Linear(1, 1).to(device), next(iter(cfg.members.values())).optimizer)])
     seed_everything(args.seed, cfg.train.deterministic)
     fill = torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     return {"precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
@@ -588,7 +588,8 @@ def run(args: argparse.Namespace) -> dict:
     steps = args.steps or (30 if cuda else 6)
     repeats = min(args.repeats or (3 if cuda else steps), steps)
     cfg = build_config(args, args.size[0], batch, device)
-    encoder = next((m.encoder for m in cfg.members.values() if m.kind == "unet_ce"), None)
+    check_members(args, cfg)
+    encoder = next((m.encoder for m in cfg.members.values() if "encoder" in type(m).model_fields), None)
     result = {
         "benchmark": "train_step",
         "device": str(device),

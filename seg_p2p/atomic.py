@@ -19,7 +19,8 @@ import torch
 from seg_p2p.errors import UserError
 
 
-def _process_gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this machine (never for our own)."""
     if pid == os.getpid():
         return False
     try:
@@ -34,7 +35,7 @@ def _process_gone(pid: int) -> bool:
 def _remove_if_stale(tmp: Path) -> None:
     """Remove a `.NAME.PID.XXXX.tmp` file or folder unless its writing process PID is still running."""
     pid = tmp.name[:-len(".tmp")].rsplit(".", 2)[-2]
-    if pid.isdigit() and not _process_gone(int(pid)):
+    if pid.isdigit() and not process_gone(int(pid)):
         return  # its writer may still be running
     if tmp.is_dir() and not tmp.is_symlink():
         import shutil

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
@@ -72,57 +72,24 @@ class TrainConfig(Strict):
         return self
 
 
-class GeneratorConfig(Strict):
-    """pix2pix generator (reference defaults: unet_256, ngf 64, BatchNorm, dropout 0.5)."""
-
-    arch: Literal["unet", "resnet_9blocks"] = "unet"
-    ngf: PositiveInt = 64
-    num_downs: PositiveInt | None = None  # None: log2(crop_size), i.e. unet_256 at 256 px, unet_128 at 128 px
-    norm: Literal["batch", "instance"] = "batch"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    dropout_at_test: bool = False  # the reference keeps dropout on at test time
-    head: Literal["rgb", "onehot"] = "rgb"  # rgb: colour label map as in the paper; onehot: C softmax channels
-    rgb_temperature: PositiveFloat = 0.05  # softmax over -squared colour distance / T gives class probabilities
-
-
-class DiscriminatorConfig(Strict):
-    """70x70 PatchGAN ('basic' = n_layers 3) conditioned on the photo."""
-
-    ndf: PositiveInt = 64
-    n_layers: PositiveInt = 3
-    norm: Literal["batch", "instance"] = "batch"
-
-
 class OptimizerConfig(Strict):
     lr: PositiveFloat = 2e-4
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
 
 
-class Pix2PixConfig(Strict):
-    kind: Literal["pix2pix"] = "pix2pix"
-    generator: GeneratorConfig = GeneratorConfig()
-    discriminator: DiscriminatorConfig = DiscriminatorConfig()
-    gan_mode: Literal["vanilla", "lsgan"] = "vanilla"
-    lambda_l1: Annotated[float, Field(ge=0)] = 100.0
+class MemberSettings(Strict):
+    """Base of every member kind's settings (seg_p2p/models): `kind` names the registered kind."""
+
+    kind: str
     optimizer: OptimizerConfig = OptimizerConfig()
 
 
-class UnetL1Config(Strict):
-    kind: Literal["unet_l1"] = "unet_l1"
-    generator: GeneratorConfig = GeneratorConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
+def default_members() -> dict[str, MemberSettings]:
+    """One member of each registered kind with its default settings, named after the kind."""
+    from seg_p2p.models import MEMBER_KINDS
 
-
-class UnetCEConfig(Strict):
-    kind: Literal["unet_ce"] = "unet_ce"
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None  # nothing is downloaded unless a user sets e.g. "imagenet"
-    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, beta1=0.9)
-
-
-MEMBER_KINDS = ("pix2pix", "unet_l1", "unet_ce")
-MemberConfig = Annotated[Union[Pix2PixConfig, UnetL1Config, UnetCEConfig], Field(discriminator="kind")]
+    return {kind: member.config() for kind, member in MEMBER_KINDS.items()}
 
 
 class MlflowConfig(Strict):
@@ -134,10 +101,20 @@ class Config(Strict):
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [0]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
-    members: dict[str, MemberConfig] = {"pix2pix": Pix2PixConfig(), "unet_l1": UnetL1Config(),
-                                        "unet_ce": UnetCEConfig()}
-    strategies: list[str] = ["max", "min", "mean", "vote", "learned", "joint", "joint-no-d"]
+    members: dict[str, MemberSettings] = Field(default_factory=default_members)
+    strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _members_by_kind(cls, data):
+        """Validate each member with its kind's settings class (the registry decides, so kinds added
+        later need no change here)."""
+        if isinstance(data, dict) and isinstance(data.get("members"), dict):
+            from seg_p2p.models import member_settings
+
+            data = {**data, "members": {name: member_settings(name, raw) for name, raw in data["members"].items()}}
+        return data
 
     @model_validator(mode="after")
     def _non_empty(self):
@@ -182,21 +159,18 @@ def read_yaml(path: str | Path) -> dict:
 
 def validation_message(source: str, exc: ValidationError) -> str:
     """One line naming the first bad key and what is wrong with it."""
-    error = exc.errors()[0]
-    loc = list(error["loc"])
-    if loc[:1] == ["members"] and len(loc) > 2 and loc[2] in MEMBER_KINDS:
-        del loc[2]  # pydantic puts the union's tag in the path; the user never wrote it
+    return f"{source}: {error_text(exc.errors()[0])}"
+
+
+def error_text(error: dict, prefix: tuple = ()) -> str:
+    """A pydantic error as 'key: what is wrong; what to do'; `prefix` is where the validated mapping sits."""
+    loc = [*prefix, *error["loc"]]
     key = ".".join(str(part) for part in loc) or "(top level)"
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
-        return f"{source}: unknown key '{key}'; remove it or fix its spelling (see params.yaml for the valid keys)"
-    if kind == "union_tag_invalid":
-        return (f"{source}: {key}.kind: '{error['ctx']['tag']}' is not a member kind; "
-                f"use one of {', '.join(MEMBER_KINDS)}")
-    if kind == "union_tag_not_found":
-        return f"{source}: {key}: no 'kind'; set kind: to one of {', '.join(MEMBER_KINDS)}"
+        return f"unknown key '{key}'; remove it or fix its spelling (see params.yaml for the valid keys)"
     if kind == "value_error":  # our own validators: the message names the key and says what to do
-        return f"{source}: {f'{key}: ' if loc else ''}{error['msg'].removeprefix('Value error, ')}"
+        return f"{f'{key}: ' if loc else ''}{error['msg'].removeprefix('Value error, ')}"
     got = "" if isinstance(value, (dict, list)) else f" (got {value!r:.60})"
     hint = ""
     if isinstance(value, str) and kind in ("float_type", "int_type"):
@@ -206,7 +180,7 @@ def validation_message(source: str, exc: ValidationError) -> str:
                     " (a quoted number is text: remove the quotes)")
         except ValueError:
             pass
-    return f"{source}: {key}: {error['msg']}{got}{hint}; fix this value"
+    return f"{key}: {error['msg']}{got}{hint}; fix this value"
 
 
 def load_config(params: str | Path = "params.yaml", experiment: str | Path | None = None,

@@ -51,20 +51,21 @@ def shard(order: list[int], rank: Rank, batch_size: int) -> tuple[list[int], int
     return order[rank.rank:usable:rank.world], batch_size // rank.world
 
 
-def wrap(model: nn.Module, rank: Rank, sync_batchnorm: bool) -> None:
-    """Replace the model's networks (generator, discriminator, fusion) by DDP wrappers, in place."""
+def wrap(model, rank: Rank, sync_batchnorm: bool) -> None:
+    """Replace the model's trainable networks (SegModel.networks) by DDP wrappers, in place."""
     if rank.world == 1:
         return
     device_ids = [rank.local_rank] if torch.cuda.is_available() else None
-    networks = [(module, name) for module in model.modules() for name in ("generator", "discriminator", "fusion")
-                if isinstance(module._modules.get(name), nn.Module)]
-    for module, name in networks:
-        net = module._modules[name]
-        if any(p.requires_grad for p in net.parameters()):
-            if sync_batchnorm:
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            # Buffers (BatchNorm statistics) stay per process; rank 0's are validated and saved.
-            module._modules[name] = DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
+
+    def ddp(net: nn.Module) -> nn.Module:
+        if not any(p.requires_grad for p in net.parameters()):
+            return net
+        if sync_batchnorm:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # Buffers (BatchNorm statistics) stay per process; rank 0's are validated and saved.
+        return DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
+
+    model.wrap_networks(ddp)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Segmentation scores, model cost, and the bootstrap that says whether a difference is real.
 
-Scores follow torchmetrics exactly (the reference the numbers are checked against); per-image
-confusion matrices are kept beside them because the report resamples test images to put a 95%
+One scoring path for validation and evaluation: torchmetrics (`SegmentationScorer`), with the per-image
+confusion matrices kept beside the scores because the report resamples test images to put a 95%
 interval on every mIoU difference.
 """
 
@@ -15,26 +15,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from seg_p2p.data.spec import IGNORE_INDEX
-
-
-def confusion_matrices(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                       ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Per-image confusion (N,C,C) int64, rows = truth, columns = prediction, void pixels skipped."""
-    if pred.shape != target.shape or pred.dim() != 3:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (N,H,W)")
-    n = pred.shape[0]
-    valid = target != ignore_index
-    truth, guess = target[valid].long(), pred[valid].long()
-    for name, ids in (("target", truth), ("pred", guess)):
-        if ids.numel() and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(f"{name} holds class ids outside [0, {num_classes})")
-    image = torch.arange(n, device=pred.device).view(n, 1, 1).expand_as(target)[valid]
-    # One bincount over (image, truth, prediction): N times fewer calls than torchmetrics per image, and
-    # deterministic on CUDA without torchmetrics' (pixels x C^2)-memory fallback.
-    flat = (image * num_classes + truth) * num_classes + guess
-    return torch.bincount(flat, minlength=n * num_classes**2).view(n, num_classes, num_classes)
 
 
 def scores_from_confusion(confusion: np.ndarray | torch.Tensor, names: list[str]) -> dict:
@@ -82,18 +65,30 @@ class SegmentationScorer:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: (B,H,W) class ids on the same device."""
-        self.per_image.append(confusion_matrices(pred, target, len(self.names), self.ignore_index).cpu())
+        self._check_ids(pred, target)
         self.metrics.to(pred.device)
         # Under torch.use_deterministic_algorithms torchmetrics replaces torch.bincount by a (pixels x C^2)
         # comparison: 5 s and 1.5 GB for 4x256x256 pixels of 19 classes. bincount without weights is
-        # deterministic (torch documents only the weighted CUDA case), so lift the flag for this call.
+        # deterministic (torch documents only the weighted CUDA case), so lift the flag for these calls.
         deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
             torch.is_deterministic_algorithms_warn_only_enabled()
         torch.use_deterministic_algorithms(False)
         try:
             self.metrics.update(pred, target)
+            self.per_image += [multiclass_confusion_matrix(p[None], t[None], len(self.names),
+                                                           ignore_index=self.ignore_index, validate_args=False).cpu()
+                               for p, t in zip(pred, target)]
         finally:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+    def _check_ids(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """torchmetrics only counts distinct values, so an id past the last class would be binned into another
+        class's cell: refuse it (void pixels of the target excepted)."""
+        if pred.shape != target.shape or pred.dim() != 3:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B,H,W)")
+        for name, ids in (("target", target[target != self.ignore_index]), ("pred", pred)):
+            if ids.numel() and (ids.min() < 0 or ids.max() >= len(self.names)):
+                raise ValueError(f"{name} holds class ids outside [0, {len(self.names)})")
 
     def compute(self) -> tuple[dict, np.ndarray]:
         """(scores as in scores_from_confusion, per-image confusion (N,C,C) int64)."""
@@ -102,12 +97,7 @@ class SegmentationScorer:
         values = self.metrics.compute()
         scores = scores_from_confusion(values["confusion"], self.names)
         scores.update({key: float(values[key]) for key in ("miou", "pixel_accuracy", "mean_class_accuracy")})
-        return scores, torch.cat(self.per_image).numpy()
-
-
-def count_parameters(module: torch.nn.Module) -> dict:
-    params = list(module.parameters())
-    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+        return scores, torch.stack(self.per_image).numpy()
 
 
 def flops_per_image(module: torch.nn.Module, example: torch.Tensor) -> int:
@@ -138,6 +128,13 @@ def inference_ms_per_image(fn: Callable[[torch.Tensor], Any], example: torch.Ten
             fn(example)
         sync()
     return (time.perf_counter() - start) * 1000 / (repeats * example.shape[0])
+
+
+def inference_cost(model: torch.nn.Module, example: torch.Tensor, predict: Callable[[torch.Tensor], Any]) -> dict:
+    """FLOPs of `model` on one image and wall-clock ms per image of `predict`, in eval mode."""
+    model.eval()
+    return {"flops_per_image": flops_per_image(model, example[:1]),
+            "inference_ms_per_image": round(inference_ms_per_image(predict, example), 3)}
 
 
 def _miou_batch(confusion: np.ndarray) -> np.ndarray:

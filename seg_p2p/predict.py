@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seg_p2p.atomic import atomic_dir, check_writable, open_npy, save_npy
+from seg_p2p.checkpoint import load_weights
 from seg_p2p.config import Config
+from seg_p2p.device import select_device, to_device
 from seg_p2p.models import build_member
 from seg_p2p.models.member import SegModel
-from seg_p2p.train import load_weights, select_device, to_device
 
 
 @torch.no_grad()

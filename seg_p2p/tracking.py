@@ -1,17 +1,22 @@
 """MLflow tracking that never costs a result: one parent run per DVC experiment, a nested run per stage.
 
 Stages are separate processes, so each finds (or creates) the parent run by its tags and joins it
-through `mlflow.parentRunId`. Any failure of the tracking store is reported once and tracking is
-switched off for the rest of the run: training goes on and the local files DVC reads are still written.
+through `mlflow.parentRunId`. A training keeps one run across kills and resumes: its checkpoint holds the
+run id and a resumed training reopens that run (`Tracker.open`); a run left RUNNING by a process that is
+gone is closed as KILLED when the same training starts again. Any failure of the tracking store is
+reported once and tracking is switched off for the rest of the run: training goes on and the local files
+DVC reads are still written.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import warnings
 from pathlib import Path
+
+from seg_p2p.atomic import process_gone
 
 from seg_p2p.config import Config
 
@@ -43,12 +48,17 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """Context manager around one nested MLflow run; a no-op after the first store failure."""
+    """Context manager around one nested MLflow run; a no-op after the first store failure.
 
-    def __init__(self, cfg: Config, run_name: str, tags: dict[str, str], params: dict | None = None):
-        self.cfg, self.run_name, self.tags, self.params = cfg, run_name, tags, params or {}
+    `defer=True`: the run starts only at `open(resume_run_id)`, which a training calls once it knows from its
+    checkpoint which run it continues."""
+
+    def __init__(self, cfg: Config, run_name: str, tags: dict[str, str], params: dict | None = None,
+                 defer: bool = False):
+        self.cfg, self.run_name, self.tags, self.params, self.defer = cfg, run_name, tags, params or {}, defer
         self.mlflow = None
         self.run_id = None
+        self.opened = False
 
     def _fail(self, exc: Exception) -> None:
         if self.mlflow is not None:
@@ -84,8 +94,16 @@ class Tracker:
         return run.info.run_id
 
     def __enter__(self):
-        if os.environ.get("RANK", "0") != "0":
-            return self  # under torchrun only rank 0 tracks
+        if not self.defer:
+            self.open()
+        return self
+
+    def open(self, resume_run_id: str | None = None) -> None:
+        """Start this stage's run under the experiment's parent, or reopen `resume_run_id` (a resumed training's).
+        Only the first call does anything."""
+        if self.opened or os.environ.get("RANK", "0") != "0":
+            return  # under torchrun only rank 0 tracks
+        self.opened = True
         try:
             import mlflow
             from mlflow.tracking import MlflowClient
@@ -93,15 +111,54 @@ class Tracker:
             self.mlflow = mlflow
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 mlflow.set_tracking_uri(DEFAULT_URI)
+            client = MlflowClient()
             experiment = mlflow.set_experiment(self.cfg.mlflow.experiment)
-            self.parent_id = self._parent_run_id(MlflowClient(), experiment.experiment_id)
-            tags = {"mlflow.parentRunId": self.parent_id, "experiment": self.cfg.name,
-                    "dataset": self.cfg.data.dataset, "git_commit": git_commit(), **self.tags}
-            self.run_id = mlflow.start_run(run_name=self.run_name, tags=tags).info.run_id
-            mlflow.log_params(self.params)
+            self.parent_id = self._parent_run_id(client, experiment.experiment_id)
+            self._close_stale_runs(client, experiment.experiment_id, keep=resume_run_id)
+            process = {"seg_p2p.host": socket.gethostname(), "seg_p2p.pid": str(os.getpid())}
+            if resume_run_id and self._belongs_here(client, resume_run_id):
+                self.run_id = mlflow.start_run(run_id=resume_run_id).info.run_id
+                mlflow.set_tags(process)
+            else:
+                tags = {"mlflow.parentRunId": self.parent_id, "experiment": self.cfg.name,
+                        "dataset": self.cfg.data.dataset, "git_commit": git_commit(), **self.tags, **process}
+                self.run_id = mlflow.start_run(run_name=self.run_name, tags=tags).info.run_id
+                mlflow.log_params(self.params)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
-        return self
+
+    def _belongs_here(self, client, run_id: str) -> bool:
+        """A run id from a checkpoint is reopened only if this store holds it under this experiment's parent."""
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - another store, or a deleted run: start a new one
+            return False
+        return run.data.tags.get("mlflow.parentRunId") == self.parent_id and run.info.run_name == self.run_name
+
+    def _close_stale_runs(self, client, experiment_id: str, keep: str | None) -> None:
+        """Mark KILLED the runs of this stage left RUNNING by a process of this host that is gone (SIGKILL,
+        power loss): nothing else would ever end them. A live process's run, or another host's, is left alone."""
+        running = client.search_runs([experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.run_name = '{self.run_name}' "
+            "and attributes.status = 'RUNNING'"))
+        for run in running:
+            tags = run.data.tags
+            if run.info.run_id != keep and tags.get("seg_p2p.host") == socket.gethostname() and \
+                    tags.get("seg_p2p.pid", "").isdigit() and process_gone(int(tags["seg_p2p.pid"])):
+                client.set_terminated(run.info.run_id, "KILLED")
+
+    def log_history(self, history: list[dict]) -> None:
+        """Log the epochs of a resumed training's history that its run lacks (a kill can fall between the
+        checkpoint and the MLflow call): every epoch ends up in the run exactly once."""
+        if self.mlflow is None or not history:
+            return
+        from mlflow.tracking import MlflowClient
+
+        logged = self._call(MlflowClient().get_metric_history, self.run_id, "lr") or []
+        done = max((metric.step for metric in logged), default=0)
+        for row in history:
+            if row["epoch"] > done:
+                self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:

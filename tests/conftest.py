@@ -1,9 +1,22 @@
-"""Shared fixtures. Tests never reach the network and read ../shared/data only where present."""
+"""Shared fixtures and helpers. Tests never reach the network and read ../shared/data only where present.
 
+The one tiny configuration of the suite is `tiny_settings` (the repo's params.yaml at toy size): written to a
+file by `tiny_params` for `seg-p2p` runs, validated in process by `tiny_config`. Test modules import the
+helpers from here (`from conftest import ...`); no test module imports another.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -12,6 +25,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SEG_P2P = Path(sys.executable).with_name("seg-p2p")
+CLI = [str(SEG_P2P)] if SEG_P2P.exists() else [sys.executable, "-m", "seg_p2p"]
+TIMING = {"seconds", "train_seconds", "seconds_per_step"}  # wall-clock columns: never compared
+# One thread for these toy models, in this process and its children: 2 OpenMP threads on a busy 2-core
+# machine spin and run ~10x slower. Runs that are compared always use the same count.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def shared_dataset(name: str) -> Path:
@@ -26,3 +45,124 @@ def shared_dataset(name: str) -> Path:
 def _isolated_tracking(tmp_path, monkeypatch):
     """Each test tracks into its own sqlite store, never into the repo's mlflow.db."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+# ---- the one tiny configuration -----------------------------------------------------------------------
+
+def deep_update(tree: dict, delta: dict) -> dict:
+    """Lay `delta` over `tree` in place (nested dicts merge, everything else replaces); returns `tree`."""
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            deep_update(tree[key], value)
+        else:
+            tree[key] = copy.deepcopy(value)
+    return tree
+
+
+def tiny_settings(delta: dict | None = None) -> dict:
+    """The repo's params.yaml at toy size (32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on the
+    CPU), plus `delta`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    deep_update(params, {
+        "data": {"load_size": 32, "crop_size": 32,
+                 "synthetic": {"size": 32, "num_train": 12, "num_val": 4, "num_test": 4}},
+        "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 1, "val_every": 1, "sample_every": 3,
+                  "device": "cpu"},
+    })
+    for member in params["members"].values():
+        if "generator" in member:
+            member["generator"]["ngf"] = 8
+        if "discriminator" in member:
+            member["discriminator"]["ndf"] = 8
+        if member["kind"] == "unet_ce":
+            member["encoder"] = "resnet18"
+    return deep_update(params, delta or {})
+
+
+def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yaml") -> Path:
+    """`tiny_settings(delta)` written to folder/name, for `seg-p2p --params`."""
+    path = folder / name
+    path.write_text(yaml.safe_dump(tiny_settings(delta), sort_keys=False))
+    return path
+
+
+def tiny_config(**delta):
+    """`tiny_settings` as a validated Config, for in-process tests; keywords are top-level sections laid over it,
+    e.g. tiny_config(train={"n_epochs": 30})."""
+    from seg_p2p.config import Config
+
+    return Config.model_validate(tiny_settings(delta))
+
+
+def prepare_workspace(folder: Path) -> Path:
+    """A folder holding tiny params.yaml and the prepared synthetic dataset in data/."""
+    from seg_p2p.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_params(folder)
+    main(["--params", str(folder / "params.yaml"), "prepare", "--out", str(folder / "data")])
+    return folder
+
+
+def train_argv(workspace: Path, out: Path, member: str = "pix2pix", seed: int = 0,
+               params: Path | None = None) -> list[str]:
+    return ["--params", str(params or workspace / "params.yaml"), "train", "--member", member, "--seed", str(seed),
+            "--data", str(workspace / "data"), "--out", str(out)]
+
+
+# ---- reading a run's outputs ----------------------------------------------------------------------------
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv without its wall-clock columns."""
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
+
+
+def comparable_summary(path: Path) -> dict:
+    """summary.json without its wall-clock entries."""
+    summary = json.loads(path.read_text())
+    for key in TIMING:
+        summary.pop(key, None)
+        summary.get("final", {}).pop(key, None)
+    return summary
+
+
+# ---- fixtures --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch.set_num_threads(1) for a module's in-process runs (restored after it); see ONE_THREAD."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def empty_mlflow_store(folder: Path) -> Path:
+    """An sqlite MLflow store with its tables made (MLflow's migrations take seconds; copies are instant)."""
+    from mlflow.tracking import MlflowClient
+
+    path = folder / "template.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("seg_p2p")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """A ready-made empty store, copied wherever a test or fixture tracks (never written itself)."""
+    return empty_mlflow_store(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture
+def mlflow_store(mlflow_template, tmp_path) -> Path:
+    """_isolated_tracking points MLFLOW_TRACKING_URI at tmp_path/mlflow.db: start it from the ready-made store."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, one_thread) -> Path:
+    """A module's tiny params.yaml and prepared synthetic dataset (prepare_workspace)."""
+    return prepare_workspace(tmp_path_factory.mktemp("workspace"))

@@ -12,9 +12,8 @@ from typing import Callable
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, tiny_params, train_argv
 from PIL import Image
-
-from test_faults import mlflow_template, one_thread, prepare_workspace, tiny_params, train_argv  # noqa: F401
 
 OTHER_SPEC = {"name": "three", "void_value": 3, "classes": [{"name": "red", "colour": [255, 0, 0]},
                                                             {"name": "green", "colour": [0, 255, 0]},
@@ -34,12 +33,12 @@ def write_index_dataset(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread, mlflow_template) -> dict[str, Path]:  # noqa: F811
-    """Prepared synthetic data, a prepared 3-class dataset, and real 1-epoch checkpoints:
+def world(workspace, mlflow_template) -> dict[str, Path]:
+    """Prepared synthetic data (conftest's workspace), a prepared 3-class dataset, and real 1-epoch checkpoints:
     unet_ce on synthetic, pix2pix on the 3-class dataset."""
     from seg_p2p.cli import main
 
-    base = prepare_workspace(tmp_path_factory.mktemp("bad_config"))
+    base = workspace
     write_index_dataset(base / "raw3")
     (base / "three.yaml").write_text(yaml.safe_dump(OTHER_SPEC))
     three = tiny_params(base, {"data": {"dataset": str(base / "three.yaml"), "root": str(base / "raw3")},
@@ -54,7 +53,7 @@ def world(tmp_path_factory, one_thread, mlflow_template) -> dict[str, Path]:  # 
               "--out", str(base / "pix2pix_three")])
     (base / "ensembles").mkdir()
     for name in ("max", "joint"):
-        shutil.copy(Path(__file__).resolve().parents[1] / "ensembles" / f"{name}.yaml", base / "ensembles")
+        shutil.copy(REPO / "ensembles" / f"{name}.yaml", base / "ensembles")
     return {"base": base, "params": base / "params.yaml", "data": base / "data", "data3": base / "data3",
             "unet_ce_ckpt": base / "unet_ce_synthetic" / "checkpoints" / "best.pt",
             "pix2pix_three_ckpt": base / "pix2pix_three" / "checkpoints" / "best.pt"}

@@ -7,26 +7,22 @@ import subprocess
 import sys
 
 import pytest
-import yaml
+from conftest import ONE_THREAD, tiny_params
 
-from conftest import REPO
-
-# Instance norm and no dropout: with them, 2 x 2 images per step is the same computation as 1 x 4
-# (BatchNorm statistics per process would differ; that is what train.sync_batchnorm is for, on GPUs).
-TINY = {
-    "data": {"load_size": 32, "crop_size": 32, "synthetic": {"size": 32, "num_train": 16, "num_val": 4,
-                                                              "num_test": 4}},
-    "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 0, "val_every": 1, "sample_every": 2,
-              "device": "cpu"},
-    "members": {"pix2pix": {"kind": "pix2pix",
-                            "generator": {"ngf": 8, "norm": "instance", "dropout": 0.0},
-                            "discriminator": {"ndf": 8, "norm": "instance"}}},
+# conftest's tiny params, 16 training images (2 x 2 per step), 2 epochs. Instance norm and no dropout: with
+# them, 2 x 2 images per step is the same computation as 1 x 4 (BatchNorm statistics per process would
+# differ; that is what train.sync_batchnorm is for, on GPUs).
+DDP = {
+    "data": {"synthetic": {"num_train": 16}},
+    "train": {"n_epochs": 2, "n_epochs_decay": 0, "sample_every": 2},
+    "members": {"pix2pix": {"generator": {"norm": "instance", "dropout": 0.0},
+                            "discriminator": {"norm": "instance"}}},
     "strategies": [],
 }
 
 
 def run(args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -36,9 +32,10 @@ def history(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    tiny_params(tmp_path, DDP)
     run([sys.executable, "-m", "seg_p2p", "prepare", "--out", "data"], tmp_path)
     single = [sys.executable, "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data", "--out", "one"]
     run(single, tmp_path)

@@ -1,19 +1,18 @@
 """Ensemble strategies: hand-computed fixed combiners, stacking that learns, joint training that trains all."""
 
-from contextlib import nullcontext
-
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
-from seg_p2p.config import Config
-from seg_p2p.ensemble.combiners import combine
-from seg_p2p.ensemble.fusion import JointEnsemble, ProbabilityDataset, StackingModel
-from seg_p2p.ensemble.strategy import FusionConfig, load_strategy
+from seg_p2p.device import Precision
+from seg_p2p.engine import Job, fit, train_step
+from seg_p2p.ensemble.fusion import FusionConfig, JointEnsemble, ProbabilityDataset, StackingModel
+from seg_p2p.ensemble.strategy import COMBINERS, load_strategy
+from seg_p2p.ensemble.trained import JointSettings, StackingSettings
 from seg_p2p.errors import UserError
 from seg_p2p.models import build_member
 from seg_p2p.tracking import Tracker
-from seg_p2p.train import fit, train_step
 
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
 
@@ -26,6 +25,10 @@ class Spec:
 def pixel(*probs):
     """Member probabilities for a single pixel: (M, 1, C, 1, 1)."""
     return np.array(probs, np.float32)[:, None, :, None, None]
+
+
+def combine(name, probs):
+    return COMBINERS[name].combine(probs)
 
 
 def labels(name, probs):
@@ -50,14 +53,11 @@ def test_combined_scores_are_probabilities():
         np.testing.assert_allclose(combine(name, probs).sum(1), 1.0, rtol=1e-5)
 
 
-def toy_config(**train) -> Config:
-    generator = {"ngf": 8, "dropout": 0.0}
-    return Config.model_validate({
-        "data": {"crop_size": 32, "load_size": 32},
-        "train": {"batch_size": 4, "n_epochs": 1, "n_epochs_decay": 0, "device": "cpu", **train},
-        "members": {"pix2pix": {"kind": "pix2pix", "generator": generator, "discriminator": {"ndf": 8}},
-                    "unet_l1": {"kind": "unet_l1", "generator": generator},
-                    "unet_ce": {"kind": "unet_ce", "encoder": "resnet18"}}})
+def toy_config(**train):
+    """conftest's tiny config for one epoch (plus `train`), generators without dropout."""
+    generator = {"dropout": 0.0}
+    return tiny_config(train={"n_epochs": 1, "n_epochs_decay": 0, **train},
+                       members={"pix2pix": {"generator": generator}, "unet_l1": {"generator": generator}})
 
 
 class ToyImages(torch.utils.data.Dataset):
@@ -98,8 +98,8 @@ def test_learned_combiner_beats_the_mean_when_one_member_is_always_wrong_on_one_
     cfg = toy_config(n_epochs=30, batch_size=8)
     model = StackingModel(2, 3, FusionConfig(hidden=8, layers=2, lr=0.05))
     with Tracker(cfg, "test/stacking", {}) as tracker:
-        fit(model, ProbabilityDataset(member_probs(train), train), None, cfg, 0, tmp_path, tracker, "toy",
-            PALETTE, 3)
+        fit(model, ProbabilityDataset(member_probs(train), train), None,
+            Job(cfg.train, 0, tmp_path, tracker, "toy", PALETTE, 3))
     probs_test = member_probs(test)
     mean_pred = combine("mean", np.stack(probs_test)).argmax(1)
     model.eval()
@@ -119,12 +119,13 @@ def test_joint_training_updates_every_member_and_the_discriminator(discriminator
     optimizers = joint.optimizers()
     assert ("discriminator" in optimizers) == discriminator
     d_before = [p.clone() for p in members["pix2pix"].discriminator.parameters()] if discriminator else []
-    before = {name: [p.clone() for p in m.generator.parameters()] for name, m in members.items()}
+    generators = {name: m.networks()["generator"] for name, m in members.items()}
+    before = {name: [p.clone() for p in net.parameters()] for name, net in generators.items()}
     dataset = ToyImages(4)
     batch = {"photo": dataset.photo, "mask": dataset.mask}
-    stats = train_step(joint, batch, optimizers, torch.amp.GradScaler("cpu", enabled=False), nullcontext)
+    stats = train_step(joint, batch, optimizers, Precision("fp32", torch.device("cpu")))
     for name, member in members.items():
-        changed = [not torch.equal(a, b) for a, b in zip(before[name], member.generator.parameters())]
+        changed = [not torch.equal(a, b) for a, b in zip(before[name], generators[name].parameters())]
         assert sum(changed) > 0.9 * len(changed), name
         assert stats[f"grad_fusion.{name}"] > 0 and stats[f"grad_own.{name}"] > 0, name
     # measured at each member's own output, so the norms tell the members apart
@@ -133,7 +134,7 @@ def test_joint_training_updates_every_member_and_the_discriminator(discriminator
     if discriminator:
         assert {"loss_d.pix2pix", "d_real.pix2pix", "d_fake.pix2pix"} <= set(stats)
         assert all(not torch.equal(a, b) for a, b in zip(d_before, members["pix2pix"].discriminator.parameters()))
-    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in joint.parameter_groups().items()}
+    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in joint.networks().items()}
     assert ("discriminator" in counts) == discriminator
 
 
@@ -147,3 +148,23 @@ def test_strategy_files_are_checked(tmp_path):
         load_strategy(cfg, "typo", tmp_path)
     with pytest.raises(UserError, match="no such strategy"):
         load_strategy(cfg, "absent", tmp_path)
+    (tmp_path / "median.yaml").write_text("combiner: median\n")
+    with pytest.raises(UserError) as error:
+        load_strategy(cfg, "median", tmp_path)
+    assert str(error.value) == (f"{tmp_path / 'median.yaml'}: combiner: 'median' is not a combiner kind; "
+                                "use one of max, min, mean, vote, learned, joint")
+
+
+def test_strategy_members_default_to_every_member_and_kinds_bring_their_settings(tmp_path):
+    cfg = toy_config()
+    (tmp_path / "all.yaml").write_text("combiner: mean\n")
+    assert load_strategy(cfg, "all", tmp_path).members == ["pix2pix", "unet_l1", "unet_ce"]
+    (tmp_path / "stack.yaml").write_text("combiner: learned\nmembers: [unet_l1]\nfusion: {hidden: 4}\n")
+    stack = load_strategy(cfg, "stack", tmp_path)
+    assert isinstance(stack, StackingSettings) and stack.fusion.hidden == 4 and stack.members == ["unet_l1"]
+    (tmp_path / "both.yaml").write_text("combiner: joint\ndiscriminator: false\n")
+    joint = load_strategy(cfg, "both", tmp_path)
+    assert isinstance(joint, JointSettings) and joint.discriminator is False
+    (tmp_path / "fixed.yaml").write_text("combiner: max\ndiscriminator: false\n")
+    with pytest.raises(UserError, match="unknown key 'discriminator'"):
+        load_strategy(cfg, "fixed", tmp_path)

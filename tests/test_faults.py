@@ -1,5 +1,6 @@
 """Faults during training: SIGKILL at random moments, SIGTERM/SIGINT, unwritable output, full disk,
-an unreachable or broken tracking store, NaN losses. Tiny sizes (32 px, 12 images, ngf 8) on the CPU.
+an unreachable or broken tracking store, NaN losses. Tiny sizes (conftest.tiny_params: 32 px, 12 images,
+ngf 8) on the CPU.
 
 The training subprocesses run `seg-p2p` exactly as a user (or `dvc repro`) would.
 """
@@ -21,94 +22,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import CLI, ONE_THREAD, comparable_summary, read_history, tiny_params, train_argv
 
-REPO = Path(__file__).resolve().parents[1]
-SEG_P2P = Path(sys.executable).with_name("seg-p2p")
-CLI = [str(SEG_P2P)] if SEG_P2P.exists() else [sys.executable, "-m", "seg_p2p"]
-TIMING = {"seconds", "train_seconds", "seconds_per_step"}  # wall-clock columns: never compared
 TEMP_NAME = re.compile(r"^\..+\.tmp$")  # atomic.py's `.NAME.PID.XXXX.tmp`
-# One thread for these toy models, in this process and its children: 2 OpenMP threads on a busy 2-core
-# machine spin and run ~10x slower. Runs that are compared always use the same count.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-
-# ---- shared helpers (test_bad_config.py and test_reproducibility.py import these) ------------------------
-
-def deep_update(tree: dict, delta: dict) -> dict:
-    for key, value in delta.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            deep_update(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
-
-
-def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yaml") -> Path:
-    """The repo's params.yaml at toy size (32 px, 12 + 4 + 4 images, ngf/ndf 8, 2 + 1 epochs), plus `delta`."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    deep_update(params, {
-        "data": {"load_size": 32, "crop_size": 32,
-                 "synthetic": {"size": 32, "num_train": 12, "num_val": 4, "num_test": 4}},
-        "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 1, "val_every": 1, "sample_every": 3,
-                  "device": "cpu"},
-    })
-    for member in params["members"].values():
-        if "generator" in member:
-            member["generator"]["ngf"] = 8
-        if "discriminator" in member:
-            member["discriminator"]["ndf"] = 8
-        if member["kind"] == "unet_ce":
-            member["encoder"] = "resnet18"
-    deep_update(params, delta or {})
-    path = folder / name
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def prepare_workspace(folder: Path) -> Path:
-    """A folder holding tiny params.yaml and the prepared synthetic dataset in data/."""
-    from seg_p2p.cli import main
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tiny_params(folder)
-    main(["--params", str(folder / "params.yaml"), "prepare", "--out", str(folder / "data")])
-    return folder
-
-
-def train_argv(workspace: Path, out: Path, member: str = "pix2pix", seed: int = 0,
-               params: Path | None = None) -> list[str]:
-    return ["--params", str(params or workspace / "params.yaml"), "train", "--member", member, "--seed", str(seed),
-            "--data", str(workspace / "data"), "--out", str(out)]
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """torch.set_num_threads(1) for a module's in-process runs (restored after it); see ONE_THREAD."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_cli(argv: list[str], cwd: Path, env: dict | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **ONE_THREAD, **(env or {})})
-
-
-def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
-
-
-def comparable_summary(path: Path) -> dict:
-    summary = json.loads(path.read_text())
-    for key in TIMING:
-        summary.pop(key, None)
-        summary.get("final", {}).pop(key, None)
-    return summary
+# Every test tracks into its own store, copied from the ready-made one; in-process runs use one thread.
+pytestmark = pytest.mark.usefixtures("one_thread", "mlflow_store")
 
 
 def messages(stderr: str) -> list[str]:
@@ -172,31 +91,6 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(left[key], right[key]), f"{a} and {b} differ in {key}"
 
 
-def empty_mlflow_store(folder: Path) -> Path:
-    """An sqlite MLflow store with its tables made (MLflow's migrations take seconds; copies are instant)."""
-    from mlflow.tracking import MlflowClient
-
-    path = folder / "template.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("seg_p2p")
-    return path
-
-
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory) -> Path:
-    return empty_mlflow_store(tmp_path_factory.mktemp("mlflow"))
-
-
-@pytest.fixture(autouse=True)
-def _store_ready(mlflow_template, tmp_path, one_thread):
-    """conftest points MLFLOW_TRACKING_URI at tmp_path/mlflow.db: start it from the ready-made store."""
-    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return prepare_workspace(tmp_path_factory.mktemp("faults"))
-
-
 KILL_EPOCHS = {"n_epochs": 3, "n_epochs_decay": 2}  # 5 epochs: room for kills in different epochs
 
 
@@ -252,6 +146,7 @@ class Child:
 
 # ---- 1. SIGKILL at random moments ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(workspace, reference, tmp_path):
     """4 SIGKILLs in 4 random distinct epochs (in order), each at a random delay after that epoch's progress
     bar appears (up to 1.5 epochs: some land in validation or checkpoint writing); the same command is rerun
@@ -341,6 +236,7 @@ def test_stale_temp_files_are_ignored_and_cleaned(tmp_path):
 
 # ---- 2. SIGTERM / SIGINT ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_keeps_checkpoint_and_marks_run_killed(workspace, tmp_path):
     """As DVC or a scheduler stops a job: a real process, SIGTERM after its first checkpoint."""
     import torch
@@ -364,16 +260,17 @@ def test_sigterm_stops_cleanly_keeps_checkpoint_and_marks_run_killed(workspace, 
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_at_a_known_step_keeps_epoch_one(workspace, tmp_path, monkeypatch, capsys, signum):
     """Ctrl-C (or SIGTERM) at epoch 2, step 2, delivered in this process: exit 128 + signal, one line,
     epoch 1's checkpoint intact, MLflow run KILLED; the same command then resumes after epoch 1."""
     import torch
 
-    import seg_p2p.train as train
+    import seg_p2p.engine as engine
     from seg_p2p.cli import main
 
-    real, steps = train.train_step, {"n": 0}
+    real, steps = engine.train_step, {"n": 0}  # fit looks train_step up in the engine's globals
 
     def step(*args, **kwargs):
         steps["n"] += 1
@@ -381,22 +278,24 @@ def test_signal_at_a_known_step_keeps_epoch_one(workspace, tmp_path, monkeypatch
             os.kill(os.getpid(), signum)  # handled at the next bytecode: inside the training loop
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(engine, "train_step", step)
     out = tmp_path / "train"
     with pytest.raises(SystemExit) as exit_info:
         main(train_argv(workspace, out))
     assert exit_info.value.code == 128 + signum
     assert_one_line_error(capsys.readouterr().err, f"interrupted ({signal.Signals(signum).name})")
-    assert signal.getsignal(signal.SIGTERM) is not train._raise_interrupted  # handler restored
+    for handled in (signal.SIGINT, signal.SIGTERM):  # both handlers restored
+        assert signal.getsignal(handled) is not engine._raise_interrupted
     assert assert_outputs_complete(out) == []
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]
-    monkeypatch.setattr(train, "train_step", real)
+    monkeypatch.setattr(engine, "train_step", real)
     main(train_argv(workspace, out))
     assert "resuming from" in capsys.readouterr().err
     assert len(read_history(out / "history.csv")) == 3
 
 
+@pytest.mark.slow
 def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, capsys):
     """DVC keeps a stage's outputs (`persist`) and reruns it when its data changed: the finished
     checkpoint left there is resumed (nothing to do) only when the data are the same bytes."""
@@ -426,21 +325,28 @@ def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, 
 
 
 def test_run_identity_covers_settings_code_and_inputs(tmp_path, monkeypatch):
-    import seg_p2p.train as train
+    """The code part is the import closure of the run's module (seg_p2p.codedeps) in the package folder."""
+    import seg_p2p.codedeps as codedeps
+    from seg_p2p.fingerprint import fingerprint
 
-    source, data = tmp_path / "seg_p2p", tmp_path / "weights.pt"
-    source.mkdir()
-    (source / "model.py").write_text("x = 1\n")
+    package, data = tmp_path / "fakepkg", tmp_path / "weights.pt"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("x = 1\n")
+    (package / "report.py").write_text("y = 1\n")  # not imported by model.py: outside the run's code
     data.write_bytes(b"weights")
-    monkeypatch.setattr(train, "SOURCE", source)
-    first = train.fingerprint({"lr": 1e-3}, inputs=[data])
-    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) == first
-    assert train.fingerprint({"lr": 2e-3}, inputs=[data]) != first
+    monkeypatch.setattr(codedeps, "PACKAGE_ROOT", package)
+    code = "fakepkg.model"
+    first = fingerprint({"lr": 1e-3}, code=code, inputs=[data])
+    assert fingerprint({"lr": 1e-3}, code=code, inputs=[data]) == first
+    assert fingerprint({"lr": 2e-3}, code=code, inputs=[data]) != first
     data.write_bytes(b"other weights")
-    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) != first
+    assert fingerprint({"lr": 1e-3}, code=code, inputs=[data]) != first
     data.write_bytes(b"weights")
-    (source / "model.py").write_text("x = 2\n")
-    assert train.fingerprint({"lr": 1e-3}, inputs=[data]) != first
+    (package / "report.py").write_text("y = 2\n")
+    assert fingerprint({"lr": 1e-3}, code=code, inputs=[data]) == first
+    (package / "model.py").write_text("x = 2\n")
+    assert fingerprint({"lr": 1e-3}, code=code, inputs=[data]) != first
 
 
 # ---- 3. unwritable output folder, full disk --------------------------------------------------------------

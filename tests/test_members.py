@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
-from seg_p2p.config import Config, Pix2PixConfig, UnetCEConfig, UnetL1Config, load_config
-from seg_p2p.models import build_member, parameter_counts, parameter_table
+from seg_p2p.config import load_config
+from seg_p2p.device import Precision
+from seg_p2p.engine import train_step
+from seg_p2p.models import MEMBER_KINDS, build_member, parameter_counts, parameter_table
 from seg_p2p.models.networks import PatchDiscriminator, UnetGenerator
-from seg_p2p.train import train_step
+from seg_p2p.models.pix2pix import Pix2PixConfig, UnetL1Config
+from seg_p2p.models.unet_ce import UnetCEConfig
+
+FP32 = Precision("fp32", torch.device("cpu"))
 
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
 
@@ -43,13 +49,10 @@ def test_params_command_with_paper_settings(capsys):
     assert '"pix2pix"' in capsys.readouterr().out
 
 
-def tiny_config(head="rgb") -> Config:
-    generator = {"ngf": 8, "head": head, "dropout": 0.0}
-    return Config.model_validate({
-        "data": {"crop_size": 32, "load_size": 32},
-        "members": {"pix2pix": {"kind": "pix2pix", "generator": generator, "discriminator": {"ndf": 8}},
-                    "unet_l1": {"kind": "unet_l1", "generator": generator},
-                    "unet_ce": {"kind": "unet_ce", "encoder": "resnet18"}}})
+def members_config(head="rgb"):
+    """conftest's tiny config, generators without dropout (learning on a fixed batch) and with `head`."""
+    generator = {"head": head, "dropout": 0.0}
+    return tiny_config(members={"pix2pix": {"generator": generator}, "unet_l1": {"generator": generator}})
 
 
 def fixed_batch(n=4, size=32):
@@ -68,16 +71,13 @@ PALETTE_T = torch.tensor(PALETTE, dtype=torch.float32) / 127.5 - 1
                                          ("unet_ce", "rgb")])
 def test_loss_goes_down_on_a_fixed_batch(member, head):
     torch.manual_seed(0)
-    model = build_member(tiny_config(head), member, Spec)
+    model = build_member(members_config(head), member, Spec)
     optimizers = model.optimizers()
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    from contextlib import nullcontext
-
     batch = fixed_batch()
     model.train()
     first = None
     for _ in range(60):
-        stats = train_step(model, batch, optimizers, scaler, nullcontext)
+        stats = train_step(model, batch, optimizers, FP32)
         l1_or_ce = {k: v for k, v in stats.items() if k in ("loss_g_l1", "loss_l1", "loss_ce")}
         first = first or l1_or_ce
     for key, value in l1_or_ce.items():
@@ -88,10 +88,8 @@ def test_loss_goes_down_on_a_fixed_batch(member, head):
 
 
 def test_gan_step_updates_both_networks_and_keeps_d_out_of_g_optimizer():
-    from contextlib import nullcontext
-
     torch.manual_seed(0)
-    model = build_member(tiny_config(), "pix2pix", Spec)
+    model = build_member(members_config(), "pix2pix", Spec)
     optimizers = model.optimizers()
     g_params = {id(p) for group in optimizers["generator"].param_groups for p in group["params"]}
     d_params = {id(p) for group in optimizers["discriminator"].param_groups for p in group["params"]}
@@ -99,7 +97,8 @@ def test_gan_step_updates_both_networks_and_keeps_d_out_of_g_optimizer():
     assert d_params == {id(p) for p in model.discriminator.parameters()}
     g_before = [p.clone() for p in model.generator.parameters()]
     d_before = [p.clone() for p in model.discriminator.parameters()]
-    stats = train_step(model, fixed_batch(), optimizers, torch.amp.GradScaler("cpu", enabled=False), nullcontext)
+    assert model.networks() == {"generator": model.generator, "discriminator": model.discriminator}
+    stats = train_step(model, fixed_batch(), optimizers, FP32)
     assert {"loss_d", "loss_g_gan", "loss_g_l1", "d_real", "d_fake"} <= set(stats)
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()) if a.dim() > 1)
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()) if a.dim() > 1)
@@ -107,16 +106,16 @@ def test_gan_step_updates_both_networks_and_keeps_d_out_of_g_optimizer():
 
 
 def test_unet_l1_has_no_discriminator_and_ce_counts():
-    cfg = tiny_config()
+    cfg = members_config()
     assert "discriminator" not in parameter_counts(build_member(cfg, "unet_l1", Spec))
     counts = parameter_counts(build_member(cfg, "unet_ce", Spec))
     assert counts["training"] == counts["inference"] == counts["generator"]
 
 
 def test_dropout_at_test_keeps_dropout_active():
-    cfg = Config.model_validate({"data": {"crop_size": 64, "load_size": 64}, "members": {
-        "p": {"kind": "unet_l1", "generator": {"ngf": 8, "dropout": 0.5, "dropout_at_test": True}}}})
-    model = build_member(cfg, "p", Spec).eval()
+    cfg = tiny_config(data={"crop_size": 64, "load_size": 64},
+                      members={"unet_l1": {"generator": {"dropout": 0.5, "dropout_at_test": True}}})
+    model = build_member(cfg, "unet_l1", Spec).eval()
     x = {"photo": torch.randn(1, 3, 64, 64)}
     assert not torch.equal(model(x), model(x))
 
@@ -125,11 +124,13 @@ def test_unknown_member_is_a_user_error():
     from seg_p2p.errors import UserError
 
     with pytest.raises(UserError, match="not defined under members"):
-        build_member(tiny_config(), "pix2pixx", Spec)
+        build_member(members_config(), "pix2pixx", Spec)
 
 
 def test_config_types_are_kinds():
-    cfg = tiny_config()
+    cfg = members_config()
     assert isinstance(cfg.members["pix2pix"], Pix2PixConfig)
     assert isinstance(cfg.members["unet_l1"], UnetL1Config)
     assert isinstance(cfg.members["unet_ce"], UnetCEConfig)
+    assert {kind: MEMBER_KINDS[kind].config for kind in ("pix2pix", "unet_l1", "unet_ce")} == \
+        {"pix2pix": Pix2PixConfig, "unet_l1": UnetL1Config, "unet_ce": UnetCEConfig}

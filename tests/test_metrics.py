@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values and against torchmetrics, cost counters against analytic counts."""
+"""Metrics against hand-computed values and plain numpy, cost counters against analytic counts."""
 
 import time
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from seg_p2p.metrics import (SegmentationScorer, bootstrap_delta, confusion_matrices, count_parameters,
-                             flops_per_image, inference_ms_per_image, scores_from_confusion)
+from seg_p2p.metrics import (SegmentationScorer, bootstrap_delta, flops_per_image, inference_cost,
+                             inference_ms_per_image, scores_from_confusion)
 
 NAMES = ["sky", "road", "car", "tree"]
 
@@ -18,9 +17,11 @@ def test_scores_by_hand():
     # class 0 and 1 in the truth, class 2 only predicted, class 3 nowhere, one void pixel.
     target = torch.tensor([[[0, 0, 1], [1, 255, 0]]])
     pred = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
-    confusion = confusion_matrices(pred, target, 4)
-    expected = [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
-    assert confusion.dtype == torch.int64 and confusion[0].tolist() == expected
+    scorer = SegmentationScorer(NAMES)
+    scorer.update(pred, target)
+    streamed, confusion = scorer.compute()
+    expected = [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]  # rows: truth, columns: prediction
+    assert confusion.dtype == np.int64 and confusion.shape == (1, 4, 4) and confusion[0].tolist() == expected
 
     scores = scores_from_confusion(confusion.sum(0), NAMES)
     assert scores["per_class_iou"] == pytest.approx({"sky": 2 / 3, "road": 1 / 3, "car": 0.0, "tree": None})
@@ -28,6 +29,8 @@ def test_scores_by_hand():
     assert scores["miou"] == pytest.approx(1 / 3)  # tree skipped, car counts 0
     assert scores["pixel_accuracy"] == pytest.approx(3 / 5)  # the void pixel is not counted
     assert scores["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    for key in ("miou", "pixel_accuracy", "mean_class_accuracy"):  # the streamed torchmetrics scores agree
+        assert streamed[key] == pytest.approx(scores[key], abs=1e-6)
 
 
 def _random_batch(generator, n=3, size=5, classes=4):
@@ -37,16 +40,32 @@ def _random_batch(generator, n=3, size=5, classes=4):
     return pred, target
 
 
-def test_confusion_matrices_equal_torchmetrics_per_image():
-    pred, target = _random_batch(torch.Generator().manual_seed(0), classes=4)
-    ours = confusion_matrices(pred, target, 4)
-    for i in range(len(pred)):
-        assert torch.equal(ours[i], multiclass_confusion_matrix(pred[i], target[i], 4, ignore_index=255))
+def numpy_confusion(pred: np.ndarray, target: np.ndarray, classes: int) -> np.ndarray:
+    """(C,C) counts of (truth, prediction) pairs over the non-void (255) pixels, by plain numpy."""
+    valid = target != 255
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (target[valid], pred[valid]), 1)
+    return confusion
 
 
-def test_out_of_range_class_ids_are_refused():
-    with pytest.raises(ValueError, match="target"):
-        confusion_matrices(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7), 4)
+def test_per_image_confusions_equal_plain_numpy():
+    generator = torch.Generator().manual_seed(0)
+    scorer, expected = SegmentationScorer(4), []
+    for _ in range(2):  # per-image order is kept across batches
+        pred, target = _random_batch(generator, classes=4)
+        scorer.update(pred, target)
+        expected += [numpy_confusion(p.numpy(), t.numpy(), 4) for p, t in zip(pred, target)]
+    _, ours = scorer.compute()
+    assert ours.dtype == np.int64 and ours.shape == (6, 4, 4)
+    np.testing.assert_array_equal(ours, np.stack(expected))
+
+
+@pytest.mark.parametrize("which", ["target", "pred"])
+def test_out_of_range_class_ids_are_refused(which):
+    ids = {"pred": torch.zeros(1, 2, 2, dtype=torch.long), "target": torch.zeros(1, 2, 2, dtype=torch.long)}
+    ids[which][0, 0, 1] = 7
+    with pytest.raises(ValueError, match=which):
+        SegmentationScorer(4).update(ids["pred"], ids["target"])
 
 
 def test_scorer_matches_scores_from_summed_per_image_confusions():
@@ -78,12 +97,6 @@ def test_scorer_takes_a_class_count_and_keeps_the_deterministic_flag():
     assert scores["miou"] == 1.0 and list(scores["per_class_iou"]) == ["0", "1", "2"]
 
 
-def test_count_parameters():
-    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    net[0].requires_grad_(False)
-    assert count_parameters(net) == {"total": 3 * 4 + 4 + 4 * 2 + 2, "trainable": 4 * 2 + 2}
-
-
 def test_flops_are_twice_the_multiply_adds_per_image():
     linear = nn.Linear(8, 4)
     assert flops_per_image(linear, torch.randn(2, 8)) == 2 * 8 * 4
@@ -96,6 +109,15 @@ def test_inference_ms_per_image_calls_warmup_plus_repeats():
     calls = []
     ms = inference_ms_per_image(lambda x: calls.append(x.shape), torch.zeros(4, 3), repeats=3, warmup=2)
     assert len(calls) == 5 and ms >= 0
+
+
+def test_inference_cost_counts_one_image_in_eval_mode():
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    calls = []
+    cost = inference_cost(conv, torch.randn(4, 3, 6, 6), lambda x: calls.append(x.shape))
+    assert cost["flops_per_image"] == 2 * (5 * 6 * 6) * (3 * 3 * 3)
+    assert cost["inference_ms_per_image"] >= 0 and calls and all(shape == (4, 3, 6, 6) for shape in calls)
+    assert not conv.training
 
 
 def _confusions(rng, n, classes, error_rate):

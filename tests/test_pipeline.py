@@ -12,29 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ONE_THREAD, REPO, tiny_params
 
-from conftest import REPO
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-TINY = {
-    "seeds": [0],
-    "data": {"load_size": 32, "crop_size": 32, "synthetic": {"size": 32, "num_train": 12, "num_val": 4,
-                                                              "num_test": 4}},
-    "train": {"batch_size": 4, "n_epochs": 1, "n_epochs_decay": 0, "val_every": 1, "sample_every": 1},
-    "strategies": ["mean", "learned", "joint"],
-}
-
-
-def deep_update(tree, delta):
-    for key, value in delta.items():
-        if isinstance(value, dict):
-            deep_update(tree[key], value)
-        else:
-            tree[key] = value
+# conftest's tiny params, one seed, one epoch, three strategies (a fixed, a stacked and a joint one)
+STUDY = {"seeds": [0], "train": {"n_epochs": 1, "n_epochs_decay": 0, "sample_every": 1},
+         "strategies": ["mean", "learned", "joint"]}
 
 
 def run(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    env = {**os.environ, **ONE_THREAD, "PATH": f"{BIN}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode:
         raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -51,12 +41,7 @@ def study(tmp_path_factory):
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    deep_update(params, TINY)
-    for member in ("pix2pix", "unet_l1"):
-        params["members"][member]["generator"]["ngf"] = 8
-    params["members"]["pix2pix"]["discriminator"]["ndf"] = 8
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_params(root, STUDY)
     for name in ("learned", "joint"):
         path = root / "ensembles" / f"{name}.yaml"
         strategy = yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}

@@ -10,7 +10,7 @@ from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.layout import model_dir
 from seg_p2p.metrics import scores_from_confusion
-from seg_p2p.report import end_to_end_sentence, hypothesis_rows, load_study, write_report
+from seg_p2p.report import end_to_end_sentence, hypothesis_rows, load_study, subject, write_report
 
 CLASSES = ["sky", "road", "car"]
 MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
@@ -18,9 +18,18 @@ STRATEGIES = ["mean", "learned", "joint", "joint-no-d"]
 OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
 # Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
 ERRORS = {"pix2pix": (2, 4), "unet_l1": (3, 3), "unet_ce": (1, 1), "mean": (1, 2), "learned": (3, 3),
-          "joint": (1, 1), "joint-no-d": (3, 3)}
+          "joint": (1, 1), "joint-no-d": (3, 3), "joint-onehot": (1, 1)}
+# Models that train with their own history.csv: the evaluate record says `curves: true` for them.
 HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
-           "joint": ["loss_g_gan", "loss_ce", "loss_d"], "joint-no-d": ["loss_ce"]}
+           "joint": ["loss_g_gan", "loss_ce", "loss_d"], "joint-no-d": ["loss_ce"],
+           "joint-onehot": ["loss_g_gan", "loss_ce", "loss_d"]}
+GAN = ("pix2pix", "joint", "joint-onehot")  # models with a discriminator
+WITH_D = {"label": "end-to-end, with discriminator", "baseline": False, "end_to_end": True, "discriminator": True}
+# What evaluate writes as `hypothesis`; null for members and fixed combiners. Keyed by name only in this fake.
+HYPOTHESIS = {"learned": {"label": "frozen stacking", "baseline": True, "end_to_end": False, "discriminator": None},
+              "joint": WITH_D, "joint-onehot": WITH_D,
+              "joint-no-d": {"label": "end-to-end, no discriminator", "baseline": False, "end_to_end": True,
+                             "discriminator": False}}
 
 
 def _confusions(base: int) -> np.ndarray:
@@ -61,14 +70,15 @@ def make_study(root, errors=None, diverged=(False, False), seeds=(0, 1), strateg
         for model in MEMBERS + list(strategies):
             conf = _confusions(errors[model][index])
             np.save(evaluate / f"{model}_test_confusion.npy", conf)
-            gan = model in ("pix2pix", "joint")
+            gan = model in GAN
             record = {"model": model, "kind": "member" if model in MEMBERS else "ensemble", "seed": seed,
                       **scores_from_confusion(conf.sum(0), CLASSES),
                       "params": {"generator": 54_413_955, "discriminator": 2_768_705 if gan else 0, "fusion": 0,
                                  "training": 57_182_660 if gan else 54_413_955, "inference": 54_413_955},
                       "flops_per_image": 3_000_000_000, "inference_ms_per_image": 5.0,
                       "train_seconds": 100.0 + seed, "seconds_per_step": 0.5,
-                      "diverged": diverged[index] if model == "joint" else (False if gan else None)}
+                      "diverged": diverged[index] if model == "joint" else (False if gan else None),
+                      "curves": model in HISTORY, "hypothesis": HYPOTHESIS.get(model)}
             if model not in MEMBERS:
                 record["members"] = MEMBERS
             (evaluate / f"{model}.json").write_text(json.dumps(record))
@@ -80,7 +90,7 @@ def make_study(root, errors=None, diverged=(False, False), seeds=(0, 1), strateg
                 epochs = np.arange(1, 4)
                 history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
                                         "val_miou": [0.2, np.nan, 0.4]})
-                if model == "joint":  # fusion / own gradient at the members' outputs: 0.25, 0.5, 0.75
+                if model in ("joint", "joint-onehot"):  # fusion / own gradient at the members' outputs: 0.25, 0.5, 0.75
                     for i, member in enumerate(MEMBERS):  # measured on some steps: none in the last epoch
                         history[f"grad_fusion.{member}"] = [1.0, 0.5 * (i + 1), np.nan]
                         history[f"grad_own.{member}"] = [1.0, 2.0, np.nan]
@@ -139,7 +149,8 @@ def test_report_writes_every_file_with_hand_computed_numbers(tmp_path):
 ])
 def test_end_to_end_sentence_follows_the_numbers(tmp_path, joint, diverged, expected):
     cfg, data, runs = make_study(tmp_path, errors={"joint": joint}, diverged=diverged)
-    sentence = end_to_end_sentence(hypothesis_rows(load_study(cfg, data, runs)))
+    study = load_study(cfg, data, runs)
+    sentence = end_to_end_sentence(hypothesis_rows(study), subject(study))
     assert expected in sentence
     assert ("training helps" in sentence) == (joint == (1, 1) and diverged != (True, True))
 
@@ -149,7 +160,7 @@ def test_single_seed_without_joint_shows_plain_means_and_says_what_is_untested(t
                                  errors={"max": (2,)})
     text = write_report(cfg, data, runs, tmp_path / "report").read_text()
     assert "±" not in text.split("## How to read")[0] and f"{45 / 75:.3f}" in text
-    assert "no `joint` run, so it does not test" in text
+    assert "no end-to-end run with the discriminator, so it does not test" in text
     assert "Whether the discriminator matters is not tested here" in text
 
 
@@ -165,3 +176,77 @@ def test_a_missing_input_names_the_file_and_the_stage(tmp_path, missing, stage):
     (tmp_path / missing).unlink()
     with pytest.raises(UserError, match=rf"{missing}: missing; run `{stage}`"):
         write_report(cfg, data, runs, tmp_path / "report")
+
+
+def test_a_strategy_is_placed_by_its_record_not_its_file_name(tmp_path):
+    cfg, data, runs = make_study(tmp_path, strategies=["mean", "learned", "joint-onehot"])
+    study = load_study(cfg, data, runs)
+    assert study.trained == MEMBERS + ["joint-onehot"]  # its history goes into the training curves
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv")
+    assert hypothesis["strategy"].tolist() == ["learned", "joint-onehot"]
+    assert hypothesis["role"].tolist() == ["frozen stacking", "end-to-end, with discriminator"]
+    assert "Yes: pix2pix can be trained end-to-end with the other networks: `joint-onehot` trained stably" in text
+    assert "(last epoch): `joint-onehot`: pix2pix 0.25, unet_l1 0.50, unet_ce 0.75." in text
+    assert "(no end-to-end run without the discriminator)" in text
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["delta_vs_learned.joint-onehot"] == pytest.approx(_iou(1) - _iou(3))
+
+
+def test_curves_follow_the_record(tmp_path):
+    cfg, data, runs = make_study(tmp_path, strategies=["learned", "joint-onehot"])
+    (runs / "seed1" / "ensembles" / "joint-onehot" / "train" / "history.csv").unlink()
+    with pytest.raises(UserError, match=r"joint-onehot/train/history.csv: missing; run `dvc repro ensemble`"):
+        load_study(cfg, data, runs)
+
+
+@pytest.mark.parametrize("key", ["curves", "hypothesis"])
+def test_a_record_without_the_role_fields_says_to_rerun_evaluate(tmp_path, key):
+    cfg, data, runs = make_study(tmp_path)
+    path = runs / "seed0" / "evaluate" / "joint.json"
+    record = json.loads(path.read_text())
+    del record[key]
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match=rf"joint.json: missing {key}; run `dvc repro evaluate` again"):
+        load_study(cfg, data, runs)
+
+
+def _row(strategy, low, high, discriminator=True, diverged=0):
+    return {"strategy": strategy, "role": "end-to-end", "end_to_end": True, "discriminator": discriminator,
+            "versus": "stack", "versus_label": "frozen stacking", "miou_mean": 0.5, "miou_std": 0.01,
+            "delta": {"delta": (low + high) / 2, "low": low, "high": high}, "diverged": diverged, "unrecorded": 0,
+            "runs": 3}
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.01, 0.05, "+0.030 mIoU (95% interval [+0.010, +0.050] excludes 0) vs frozen stacking, "
+                 "so end-to-end training helps."),
+    (-0.05, -0.01, "-0.030 mIoU (95% interval [-0.050, -0.010] excludes 0) vs frozen stacking, "
+                   "so end-to-end training hurts."),
+    (-0.02, 0.04, "+0.010 mIoU (95% interval [-0.020, +0.040] includes 0) vs frozen stacking, "
+                  "so end-to-end training neither helps nor hurts measurably."),
+])
+def test_verdict_on_hand_made_numbers(low, high, expected):
+    rows = [_row("e2e-without", 0.5, 0.6, discriminator=False), _row("e2e", low, high)]
+    sentence = end_to_end_sentence(rows, "gan_a, gan_b")
+    assert sentence.startswith("Yes: gan_a, gan_b can be trained end-to-end with the other networks: `e2e` trained")
+    assert sentence.endswith(expected)
+    assert end_to_end_sentence([{**rows[1], "diverged": 3}], "gan_a") == (
+        "No: gan_a could not be trained end-to-end with the other networks here (3 of 3 `e2e` runs diverged).")
+    assert "no end-to-end run with the discriminator" in end_to_end_sentence(rows[:1])
+
+
+@pytest.mark.parametrize("without_d, expected", [
+    ((3, 3), "The discriminator helps: `joint` vs `joint-no-d` is"),
+    ((0, 0), "The discriminator hurts: `joint` vs `joint-no-d` is"),
+    ((1, 1), "The discriminator makes no measurable difference: `joint` vs `joint-no-d` is +0.000"),
+])
+def test_discriminator_sentence_follows_the_numbers(tmp_path, without_d, expected):
+    cfg, data, runs = make_study(tmp_path, errors={"joint-no-d": without_d})
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert expected in text
+
+
+def test_subject_is_the_members_with_a_discriminator(tmp_path):
+    cfg, data, runs = make_study(tmp_path)
+    assert subject(load_study(cfg, data, runs)) == "pix2pix"

@@ -9,16 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO, comparable_summary, read_history, tiny_params, train_argv
 
-from test_faults import (_store_ready, comparable_summary, mlflow_template, one_thread,  # noqa: F401
-                         prepare_workspace, read_history, train_argv)
-
-PACKAGE = Path(__file__).resolve().parents[1] / "seg_p2p"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, one_thread) -> Path:  # noqa: F811
-    return prepare_workspace(tmp_path_factory.mktemp("repro"))
+PACKAGE = REPO / "seg_p2p"
+# Training tests run on one thread and track into their own store, copied from the ready-made one.
+TRAINS = pytest.mark.usefixtures("one_thread", "mlflow_store")
 
 
 def train(workspace: Path, out: Path, member: str, seed: int) -> Path:
@@ -28,6 +23,7 @@ def train(workspace: Path, out: Path, member: str, seed: int) -> Path:
     return out
 
 
+@TRAINS
 @pytest.mark.parametrize("member", ["pix2pix", "unet_ce"])
 def test_same_seed_same_run_other_seed_other_run(workspace, tmp_path, member):
     import torch
@@ -52,12 +48,12 @@ def test_same_seed_same_run_other_seed_other_run(workspace, tmp_path, member):
         json.loads((other / "summary.json").read_text())["final"]
 
 
+@TRAINS
 def test_predict_is_reproducible_with_dropout_at_test(workspace, tmp_path):
     """The reference keeps dropout on at test time: predict seeds it, so a checkpoint gives one answer."""
     import numpy as np
 
     from seg_p2p.cli import main
-    from test_faults import tiny_params
 
     params = tiny_params(tmp_path, {"members": {"unet_l1": {"generator": {"dropout_at_test": True}}},
                                     "train": {"n_epochs": 1, "n_epochs_decay": 0}})

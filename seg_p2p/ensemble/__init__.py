@@ -1,1 +1,3 @@
-"""Ensemble strategies: fixed combiners, frozen stacking (learned) and joint end-to-end training."""
+"""Ensemble strategies: the combiner kinds (fixed, frozen stacking, joint end-to-end) and how a strategy runs."""
+
+from seg_p2p.ensemble import combiners, trained  # noqa: F401 - importing a kind's module registers it

@@ -10,16 +10,28 @@ not assumed.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
+from seg_p2p.config import Strict
 from seg_p2p.data.spec import IGNORE_INDEX
-from seg_p2p.ensemble.strategy import FusionConfig
-from seg_p2p.models.member import SegModel, adam_group, fused_adam
+from seg_p2p.models.member import SegModel
 
 GRADIENT_EVERY = 10  # training steps between gradient-norm measurements: they cost a discriminator backward
+
+
+class FusionConfig(Strict):
+    """The learned combiner: a few 3x3 convolutions over the concatenated member probabilities."""
+
+    hidden: PositiveInt = 32
+    layers: Annotated[int, Field(ge=1)] = 3
+    use_photo: bool = False
+    lr: PositiveFloat = 1e-3
 
 
 class FusionNet(nn.Module):
@@ -71,11 +83,11 @@ class StackingModel(SegModel):
     def generator_losses(self, batch, output):
         return {"loss_fusion_ce": fusion_loss(output, batch["mask"])}
 
-    def optimizers(self):
-        return {"generator": fused_adam([fusion_group(self.fusion, self.cfg)])}
-
-    def parameter_groups(self):
+    def networks(self):
         return {"fusion": self.fusion}
+
+    def optimizer_groups(self):
+        return {"generator": [fusion_group(self.fusion, self.cfg)]}
 
     def inference_network(self):
         return self.fusion
@@ -85,10 +97,9 @@ class JointEnsemble(SegModel):
     def __init__(self, members: dict[str, SegModel], num_classes: int, cfg: FusionConfig, discriminator: bool):
         super().__init__()
         self.members = nn.ModuleDict(members)
-        if not discriminator:  # joint-no-d: the same members, the GAN term and its discriminator removed
+        if not discriminator:  # the same members, their GAN terms and discriminators removed
             for member in self.members.values():
-                if getattr(member, "discriminator", None) is not None:
-                    member.discriminator = None
+                member.drop_discriminator()
         self.fusion = FusionNet(len(members), num_classes, cfg)
         self.cfg = cfg
         self.steps = 0
@@ -139,23 +150,28 @@ class JointEnsemble(SegModel):
                 losses[f"{key}.{name}"] = value
         return losses
 
-    def optimizers(self):
-        """One generator optimizer with a parameter group per member (each keeps its own lr and betas)."""
-        groups = [adam_group(member.generator, member.cfg.optimizer) for member in self.members.values()]
-        groups.append(fusion_group(self.fusion, self.cfg))
-        optimizers = {"generator": fused_adam(groups)}
-        discriminators = [adam_group(m.discriminator, m.cfg.optimizer)
-                          for m in self.members.values() if getattr(m, "discriminator", None) is not None]
-        if discriminators:
-            optimizers["discriminator"] = fused_adam(discriminators)
-        return optimizers
+    def networks(self):
+        """Each role's networks over all members (one ModuleList per role), and the fusion net."""
+        by_role: dict[str, list[nn.Module]] = {}
+        for member in self.members.values():
+            for role, net in member.networks().items():
+                by_role.setdefault(role, []).append(net)
+        return {role: nn.ModuleList(nets) for role, nets in by_role.items()} | {"fusion": self.fusion}
 
-    def parameter_groups(self):
-        groups = {"generator": nn.ModuleList([m.generator for m in self.members.values()]), "fusion": self.fusion}
-        discriminators = [m.discriminator for m in self.members.values() if getattr(m, "discriminator", None)]
-        if discriminators:
-            groups["discriminator"] = nn.ModuleList(discriminators)
-        return groups
+    def optimizer_groups(self):
+        """One optimizer per slot over all members, a parameter group each (each keeps its own lr and betas);
+        the fusion net joins the generator step."""
+        slots: dict[str, list[dict]] = {}
+        for member in self.members.values():
+            for slot, groups in member.optimizer_groups().items():
+                slots.setdefault(slot, []).extend(groups)
+        slots["generator"].append(fusion_group(self.fusion, self.cfg))
+        return slots
+
+    def wrap_networks(self, wrap):
+        for member in self.members.values():
+            member.wrap_networks(wrap)
+        self.fusion = wrap(self.fusion)
 
     def inference_network(self):
         return _JointInference(self)

@@ -1,36 +1,97 @@
-"""A strategy is a small YAML file in ensembles/: which members, which combiner, its settings."""
+"""A strategy is a small YAML file in ensembles/: a combiner kind, its members and the kind's settings.
+
+Combiner kinds are registered (`register_combiner`); every stage asks a strategy's kind how it runs, what it
+costs and which rows and curves of the report it feeds, never its file name. A kind is fixed (over the
+members' stored probabilities), fitted on stored validation probabilities, or trained end-to-end with the
+members; see combiners.py and trained.py.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
+import numpy as np
+from pydantic import ValidationError
 
 from seg_p2p.config import Config, Strict, read_yaml, validation_message
 from seg_p2p.errors import UserError
-
-FIXED_COMBINERS = ("max", "min", "mean", "vote")
-
-
-class FusionConfig(Strict):
-    """The learned combiner: a few 3x3 convolutions over the concatenated member probabilities."""
-
-    hidden: PositiveInt = 32
-    layers: Annotated[int, Field(ge=1)] = 3
-    use_photo: bool = False
-    lr: PositiveFloat = 1e-3
+from seg_p2p.models import PARAMETER_ROLES
+from seg_p2p.tracking import Tracker, flatten
 
 
 class StrategyConfig(Strict):
-    combiner: Literal["max", "min", "mean", "vote", "learned", "joint"]
-    members: list[str]
+    """What every strategy file holds; a kind with settings of its own extends it."""
+
+    combiner: str
+    members: list[str] | None = None  # None: every member of params.yaml
     description: str = ""
-    fusion: FusionConfig = FusionConfig()
-    discriminator: bool = True  # joint only: keep pix2pix's discriminator in the loop (joint-no-d: false)
-    init: Literal["scratch", "members"] = "scratch"  # joint only: from scratch or fine-tune trained members
-    n_epochs: Annotated[int, Field(ge=0)] | None = None  # learned/joint: override train.n_epochs ...
-    n_epochs_decay: Annotated[int, Field(ge=0)] | None = None  # ... and train.n_epochs_decay
+
+
+@dataclass
+class StrategyRun:
+    """One strategy for one seed: where the members' outputs are and where it writes."""
+
+    cfg: Config
+    strategy: StrategyConfig
+    name: str
+    seed: int
+    data: object  # PreparedData
+    runs_dir: Path  # runs/seed{K}/members
+    out_dir: Path  # runs/seed{K}/ensembles/{name}
+
+    def tracker(self, defer: bool = False) -> Tracker:
+        """The strategy's nested MLflow run, `ensemble/NAME` (its test scores go to `evaluate/NAME`); `defer`: a
+        training opens it once it knows from its checkpoint which run it continues (engine.fit)."""
+        tags = {"stage": "ensemble", "strategy": self.name, "seed": str(self.seed),
+                "combiner": self.strategy.combiner}
+        params = flatten({"strategy": self.strategy.model_dump(), "train": self.cfg.train.model_dump(),
+                          "seed": self.seed})
+        return Tracker(self.cfg, f"ensemble/{self.name}", tags, params, defer)
+
+
+@dataclass
+class CostInputs:
+    """What evaluate gives a kind to measure its cost: eval photos and the members' own measured entries."""
+
+    cfg: Config
+    strategy: StrategyConfig
+    spec: object  # DatasetSpec
+    example: "torch.Tensor"  # noqa: F821 - a few test photos (N, 3, H, W)
+    members: dict[str, dict]  # member name -> evaluate entry (params by role, flops_per_image, ms per image)
+
+
+class CombinerKind:
+    """How a kind runs (`run` writes {out}/predict/ like a member), what it costs, and where the report shows it."""
+
+    settings: type[StrategyConfig] = StrategyConfig
+    trained = False  # writes train/summary.json: its training time and divergence are recorded
+
+    def run(self, job: StrategyRun) -> None:
+        raise NotImplementedError
+
+    def cost(self, inputs: CostInputs) -> dict:
+        """{"params": by role, "flops_per_image": int, "inference_ms_per_image": float}."""
+        raise NotImplementedError
+
+    def report_fields(self, strategy: StrategyConfig) -> dict:
+        """`curves`: the report plots its training history; `hypothesis`: its row in the end-to-end table
+        (label, baseline, end_to_end, discriminator) or None."""
+        return {"curves": False, "hypothesis": None}
+
+
+COMBINERS: dict[str, CombinerKind] = {}
+
+
+def register_combiner(name: str, kind: CombinerKind) -> None:
+    """Make `combiner: NAME` usable in a strategy file."""
+    if name in COMBINERS:
+        raise ValueError(f"combiner kind '{name}' is already registered")
+    COMBINERS[name] = kind
+
+
+def combiner_kind(strategy: StrategyConfig) -> CombinerKind:
+    return COMBINERS[strategy.combiner]
 
 
 def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
@@ -38,14 +99,47 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
         raise UserError(f"{path}: no such strategy (known: {known}); add the file or fix the name in strategies:")
+    raw = read_yaml(path)
+    if raw.get("combiner") not in COMBINERS:
+        got = f"'{raw['combiner']}' is not a combiner kind" if "combiner" in raw else "missing"
+        raise UserError(f"{path}: combiner: {got}; use one of {', '.join(COMBINERS)}")
     try:
-        strategy = StrategyConfig.model_validate(read_yaml(path))
+        strategy = COMBINERS[raw["combiner"]].settings.model_validate(raw)
     except ValidationError as exc:
         raise UserError(validation_message(str(path), exc)) from None
-    missing = [m for m in strategy.members if m not in cfg.members]
-    if missing or not strategy.members:
+    members = list(cfg.members) if strategy.members is None else strategy.members
+    missing = [m for m in members if m not in cfg.members]
+    if missing or not members:
         raise UserError(f"{path}: members: '{missing[0] if missing else '(empty)'}' is not a member defined "
                         f"in params.yaml (defined: {', '.join(cfg.members)}); fix the list")
     if name in cfg.members:
         raise UserError(f"{path}: strategy name '{name}' is also a member name; rename the file")
-    return strategy
+    return strategy.model_copy(update={"members": members})
+
+
+def probs_path(runs_dir: Path, member: str, split: str) -> Path:
+    return runs_dir / member / "predict" / f"{split}_probs.npy"
+
+
+def weights_path(runs_dir: Path, member: str) -> Path:
+    return runs_dir / member / "train" / "checkpoints" / "best.pt"
+
+
+def member_probs(runs_dir: Path, members: list[str], split: str) -> list[np.ndarray]:
+    """The members' stored probabilities of a split, memory-mapped; a missing one names the stage to run."""
+    arrays = []
+    for member in members:
+        path = probs_path(runs_dir, member, split)
+        if not path.exists():
+            raise UserError(f"{path}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
+                            "first")
+        arrays.append(np.load(path, mmap_mode="r"))
+    return arrays
+
+
+def members_cost(inputs: CostInputs) -> dict:
+    """Running every member: their parameters by role, FLOPs and time added up."""
+    parts = [inputs.members[m] for m in inputs.strategy.members]
+    return {"params": {role: sum(p["params"].get(role, 0) for p in parts) for role in PARAMETER_ROLES},
+            "flops_per_image": sum(p["flops_per_image"] for p in parts),
+            "inference_ms_per_image": sum(p["inference_ms_per_image"] for p in parts)}

@@ -1,11 +1,15 @@
 """What every trainable model declares, so one engine trains them all (members, joint ensembles, fusion).
 
 A model takes the batch dict and returns an output; it names its losses (keys starting with `loss_`
-are summed and minimised, other keys are logged diagnostics), its optimizers (`generator`, and
-`discriminator` when it has one: stepped first, as in the reference) and its class probabilities.
+are summed and minimised, other keys are logged diagnostics), its class probabilities, its networks
+by role (`generator`, `discriminator`, `fusion`) and its optimizers' parameter groups (`generator`,
+and `discriminator` when it has one: stepped first, as in the reference). Joint training, DDP,
+parameter counts and the benchmark use these declarations, never a model's attribute names.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -27,16 +31,29 @@ class SegModel(nn.Module):
     def discriminator_losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
         return {}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def networks(self) -> dict[str, nn.Module]:
+        """Networks by role (generator, discriminator, fusion): parameter counts and DDP wrapping."""
         raise NotImplementedError
 
-    def parameter_groups(self) -> dict[str, nn.Module]:
-        """Networks by role (generator, discriminator, fusion) for parameter counts."""
+    def optimizer_groups(self) -> dict[str, list[dict]]:
+        """Adam parameter groups per optimizer: `generator`, and `discriminator` if the model has one."""
         raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {name: fused_adam(groups) for name, groups in self.optimizer_groups().items()}
+
+    def drop_discriminator(self) -> None:
+        """Train without the adversarial term from now on (joint without D); no-op for a model without one."""
+
+    def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Replace each network by wrap(network), in place (DDP). Networks are this module's children."""
+        for role, net in self.networks().items():
+            name = next(name for name, child in self.named_children() if child is net)
+            setattr(self, name, wrap(net))
 
     def inference_network(self) -> nn.Module:
         """What runs at test time (no discriminator): used for FLOPs and timing."""
-        raise NotImplementedError
+        return self.networks()["generator"]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -58,7 +75,3 @@ def adam_group(module: nn.Module, cfg) -> dict:
     """A parameter group with a member's optimizer settings (lr, betas)."""
     return {"params": [p for p in module.parameters() if p.requires_grad], "lr": cfg.lr,
             "betas": (cfg.beta1, cfg.beta2)}
-
-
-def adam(module: nn.Module, cfg) -> torch.optim.Adam:
-    return fused_adam([adam_group(module, cfg)])

@@ -6,17 +6,54 @@ Without a discriminator the same class is the paper's 'L1' row (member kind `une
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
 
-from seg_p2p.config import GeneratorConfig, Pix2PixConfig, UnetL1Config
+from seg_p2p.config import MemberSettings, Strict
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.distributed import unwrap
 from seg_p2p.errors import UserError
 from seg_p2p.models.heads import LabelHead
-from seg_p2p.models.member import SegModel, adam
+from seg_p2p.models.member import SegModel, adam_group
 from seg_p2p.models.networks import PatchDiscriminator, ResnetGenerator, UnetGenerator, init_weights
+from seg_p2p.models.registry import register_member
+
+
+class GeneratorConfig(Strict):
+    """pix2pix generator (reference defaults: unet_256, ngf 64, BatchNorm, dropout 0.5)."""
+
+    arch: Literal["unet", "resnet_9blocks"] = "unet"
+    ngf: PositiveInt = 64
+    num_downs: PositiveInt | None = None  # None: log2(crop_size), i.e. unet_256 at 256 px, unet_128 at 128 px
+    norm: Literal["batch", "instance"] = "batch"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    dropout_at_test: bool = False  # the reference keeps dropout on at test time
+    head: Literal["rgb", "onehot"] = "rgb"  # rgb: colour label map as in the paper; onehot: C softmax channels
+    rgb_temperature: PositiveFloat = 0.05  # softmax over -squared colour distance / T gives class probabilities
+
+
+class DiscriminatorConfig(Strict):
+    """70x70 PatchGAN ('basic' = n_layers 3) conditioned on the photo."""
+
+    ndf: PositiveInt = 64
+    n_layers: PositiveInt = 3
+    norm: Literal["batch", "instance"] = "batch"
+
+
+class UnetL1Config(MemberSettings):
+    kind: Literal["unet_l1"] = "unet_l1"
+    generator: GeneratorConfig = GeneratorConfig()
+
+
+class Pix2PixConfig(MemberSettings):
+    kind: Literal["pix2pix"] = "pix2pix"
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    gan_mode: Literal["vanilla", "lsgan"] = "vanilla"
+    lambda_l1: Annotated[float, Field(ge=0)] = 100.0
 
 
 def unet_depth(cfg: GeneratorConfig, image_size: int) -> int:
@@ -71,7 +108,7 @@ class Pix2Pix(SegModel):
         valid = (batch["mask"] != IGNORE_INDEX).unsqueeze(1).float()
         l1 = ((output - self.head.target(batch["mask"])).abs() * valid).sum() / (
             valid.sum().clamp(min=1) * output.shape[1])
-        if self.discriminator is None:  # unet_l1, or pix2pix with its discriminator dropped (joint-no-d)
+        if self.discriminator is None:  # unet_l1, or pix2pix with its discriminator dropped (joint without D)
             return {"loss_g_l1": self.cfg.lambda_l1 * l1} if isinstance(self.cfg, Pix2PixConfig) else {"loss_l1": l1}
         discriminator = unwrap(self.discriminator)  # not updated in G's step: no DDP gradient sync wanted
         discriminator.requires_grad_(False)  # G's step must not compute D's parameter gradients
@@ -93,17 +130,18 @@ class Pix2Pix(SegModel):
         """Mean discriminator output on [0, 1]: sigmoid for vanilla, the raw score for LSGAN."""
         return (logits.sigmoid() if self.cfg.gan_mode == "vanilla" else logits).float().mean()
 
-    def optimizers(self):
-        optimizers = {"generator": adam(self.generator, self.cfg.optimizer)}
+    def networks(self):
+        networks = {"generator": self.generator}
         if self.discriminator is not None:
-            optimizers["discriminator"] = adam(self.discriminator, self.cfg.optimizer)
-        return optimizers
+            networks["discriminator"] = self.discriminator
+        return networks
 
-    def parameter_groups(self):
-        groups = {"generator": self.generator}
-        if self.discriminator is not None:
-            groups["discriminator"] = self.discriminator
-        return groups
+    def optimizer_groups(self):
+        return {role: [adam_group(net, self.cfg.optimizer)] for role, net in self.networks().items()}
 
-    def inference_network(self):
-        return self.generator
+    def drop_discriminator(self):
+        self.discriminator = None
+
+
+register_member("pix2pix", Pix2PixConfig, lambda cfg, spec, size: Pix2Pix(cfg, spec.palette, size))
+register_member("unet_l1", UnetL1Config, lambda cfg, spec, size: Pix2Pix(cfg, spec.palette, size))

@@ -1,0 +1,157 @@
+"""Combiners with weights: frozen stacking (a fusion net fitted on the members' stored val probabilities) and
+joint (members and fusion net trained end-to-end, discriminators in the loop): the study's question.
+
+Both train with the one engine (engine.fit) and predict the test split like a member. A run whose loss turns
+NaN/inf is a finding, not a crash: it is recorded as diverged and predicted from its last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+
+from seg_p2p.atomic import write_json
+from seg_p2p.checkpoint import load_weights
+from seg_p2p.device import select_device
+from seg_p2p.engine import Job, TrainingDiverged, fit
+from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
+from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, StrategyConfig, StrategyRun, member_probs,
+                                       members_cost, probs_path, register_combiner, weights_path)
+from seg_p2p.errors import UserError
+from seg_p2p.fingerprint import fingerprint
+from seg_p2p.metrics import inference_cost
+from seg_p2p.models import build_member, role_counts
+from seg_p2p.predict import predict_split
+
+
+class StackingSettings(StrategyConfig):
+    fusion: FusionConfig = FusionConfig()
+    n_epochs: Annotated[int, Field(ge=0)] | None = None  # override train.n_epochs ...
+    n_epochs_decay: Annotated[int, Field(ge=0)] | None = None  # ... and train.n_epochs_decay
+
+
+class JointSettings(StackingSettings):
+    discriminator: bool = True  # keep the members' discriminators in the loop
+    init: Literal["scratch", "members"] = "scratch"  # from random weights, or fine-tune the trained members
+
+
+class TrainedCombiner(CombinerKind):
+    trained = True
+
+    def setup(self, job: StrategyRun) -> tuple:
+        """(model, train set, val set or None, test set, member files the run reads)."""
+        raise NotImplementedError
+
+    def run(self, job: StrategyRun) -> None:
+        cfg, strategy, spec = job.cfg, job.strategy, job.data.spec
+        epochs = {key: getattr(strategy, key) for key in ("n_epochs", "n_epochs_decay")
+                  if getattr(strategy, key) is not None}
+        settings = cfg.train.model_copy(update=epochs)
+        model, train_set, val_set, test_set, member_inputs = self.setup(job)
+        identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
+                               settings.model_dump(), cfg.data.model_dump(), job.seed, code=__name__,
+                               inputs=job.data.files() + member_inputs)
+        out = job.out_dir / "train"
+        with job.tracker(defer=True) as tracker:
+            try:
+                fit(model, train_set, val_set, Job(settings, job.seed, out, tracker, identity, spec.palette,
+                                                   spec.num_classes))
+            except TrainingDiverged as exc:
+                if not (out / "checkpoints" / "best.pt").exists():
+                    raise UserError(f"{exc} (before any checkpoint: nothing to evaluate)") from None
+                print(f"seg-p2p: warning: {exc}; predicting with {out / 'checkpoints' / 'best.pt'}", file=sys.stderr)
+                write_json(out / "summary.json", {"diverged": True, "message": str(exc)})
+                tracker.log_metrics({"diverged": 1.0})
+            load_weights(model, out / "checkpoints" / "best.pt")
+            device = select_device(cfg.train.device)
+            model.to(device)
+            predict_split(model, test_set, cfg.train.batch_size, device, job.out_dir / "predict", "test",
+                          job.data.names("test"), spec.num_classes, job.name)
+
+
+def _dataset(job: StrategyRun, split: str):
+    """A split as members see it: the training jitter on train, the evaluation resize elsewhere."""
+    from seg_p2p.data.dataset import SegmentationDataset
+    from seg_p2p.data.transforms import build_transform
+
+    return SegmentationDataset(job.data, split, build_transform(job.cfg.data, train=split == "train"), job.seed)
+
+
+class Stacking(TrainedCombiner):
+    """Frozen stacking: the fusion net alone, fitted on the members' val probabilities (it never sees test,
+    and val is its training data, so it has no validation)."""
+
+    settings = StackingSettings
+
+    def setup(self, job):
+        members = job.strategy.members
+        model = StackingModel(len(members), job.data.spec.num_classes, job.strategy.fusion)
+        train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val"), _dataset(job, "val"))
+        test_set = ProbabilityDataset(member_probs(job.runs_dir, members, "test"), _dataset(job, "test"))
+        return model, train_set, None, test_set, [probs_path(job.runs_dir, m, "val") for m in members]
+
+    def cost(self, inputs: CostInputs) -> dict:
+        cost = members_cost(inputs)
+        probe = _FusionProbe(FusionNet(len(inputs.strategy.members), inputs.spec.num_classes, inputs.strategy.fusion),
+                             len(inputs.strategy.members), inputs.spec.num_classes)
+        with torch.no_grad():
+            fusion = inference_cost(probe, inputs.example, probe)
+        fusion_params = sum(p.numel() for p in probe.parameters())
+        cost["params"] |= {"fusion": fusion_params, "training": cost["params"]["training"] + fusion_params,
+                           "inference": cost["params"]["inference"] + fusion_params}
+        return cost | {"flops_per_image": cost["flops_per_image"] + fusion["flops_per_image"],
+                       "inference_ms_per_image": round(cost["inference_ms_per_image"]
+                                                       + fusion["inference_ms_per_image"], 3)}
+
+    def report_fields(self, strategy):
+        return {"curves": False, "hypothesis": {"label": "frozen stacking", "baseline": True, "end_to_end": False,
+                                                "discriminator": None}}
+
+
+class _FusionProbe(torch.nn.Module):
+    """Counts the fusion net's FLOPs on member-probability inputs of the right shape."""
+
+    def __init__(self, fusion: FusionNet, num_members: int, num_classes: int):
+        super().__init__()
+        self.fusion, self.num_members, self.num_classes = fusion, num_members, num_classes
+
+    def forward(self, photo):
+        n, _, h, w = photo.shape
+        return self.fusion([photo.new_zeros(n, self.num_classes, h, w)] * self.num_members, photo)
+
+
+class Joint(TrainedCombiner):
+    """Members and fusion net in one model (JointEnsemble), trained by the engine like a member."""
+
+    settings = JointSettings
+
+    def build(self, cfg, strategy, spec) -> tuple[JointEnsemble, dict]:
+        members = {m: build_member(cfg, m, spec) for m in strategy.members}
+        return JointEnsemble(members, spec.num_classes, strategy.fusion, strategy.discriminator), members
+
+    def setup(self, job):
+        model, members = self.build(job.cfg, job.strategy, job.data.spec)
+        member_inputs = []
+        if job.strategy.init == "members":
+            member_inputs = [weights_path(job.runs_dir, m) for m in job.strategy.members]
+            for member, weights in zip(members.values(), member_inputs):
+                load_weights(member, weights)
+        return model, _dataset(job, "train"), _dataset(job, "val"), _dataset(job, "test"), member_inputs
+
+    def cost(self, inputs: CostInputs) -> dict:
+        joint, _ = self.build(inputs.cfg, inputs.strategy, inputs.spec)
+        with torch.no_grad():
+            measured = inference_cost(joint.inference_network(), inputs.example, joint.inference_network())
+        return {"params": role_counts(joint), **measured}
+
+    def report_fields(self, strategy):
+        with_d = strategy.discriminator
+        return {"curves": True, "hypothesis": {"label": f"end-to-end, {'with' if with_d else 'no'} discriminator",
+                                               "baseline": False, "end_to_end": True, "discriminator": with_d}}
+
+
+register_combiner("learned", Stacking())
+register_combiner("joint", Joint())

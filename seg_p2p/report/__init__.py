@@ -1,0 +1,65 @@
+"""The conclusion of a study: tables, figures and a verdict in words, built from files alone.
+
+Reads what `prepare`, `train`, `predict`, `ensemble` and `evaluate` wrote (seg_p2p.layout is the
+contract), so it reruns in seconds without a model or a GPU. Numbers are means over seeds; every
+difference carries a 95% bootstrap interval over test images. The prose lives in
+templates/conclusion.md.j2 so it can be edited without touching the numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from seg_p2p.atomic import write_json, write_text
+from seg_p2p.config import Config
+from seg_p2p.report.figures import per_class_figure, qualitative_figure, training_curves_figure
+from seg_p2p.report.numbers import BOOTSTRAP_SAMPLES, mean_std
+from seg_p2p.report.study import Study, load_study
+from seg_p2p.report.tables import (best_member, ensembles_table, hypothesis_rows, hypothesis_table, members_table,
+                                   per_class_table, write_table)
+from seg_p2p.report.verdict import discriminator_sentence, end_to_end_sentence, gradient_sentence, subject
+
+__all__ = ["write_report", "headline_metrics", "load_study", "hypothesis_rows", "end_to_end_sentence", "subject"]
+
+# Markdown, not HTML: nothing to escape. StrictUndefined so a misspelt variable fails instead of vanishing.
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> Path:
+    """Write conclusion.md with its tables (CSV, LaTeX) and figures (PNG) into out_dir; return its path."""
+    study = load_study(cfg, Path(data_dir), Path(runs_dir))
+    out_dir = Path(out_dir)
+    best = best_member(study)
+    rows = hypothesis_rows(study)
+    per_class_numeric, per_class_shown = per_class_table(study)
+    tables = {
+        "members": write_table(out_dir, "members", *members_table(study)),
+        "ensembles": write_table(out_dir, "ensembles", *ensembles_table(study, best)),
+        "hypothesis": write_table(out_dir, "hypothesis", *hypothesis_table(rows)),
+        "per_class_iou": write_table(out_dir, "per_class_iou", per_class_numeric, per_class_shown),
+    }
+    qualitative_figure(study, out_dir / "qualitative.png")
+    per_class_figure(study, per_class_numeric, out_dir / "per_class_iou.png")
+    training_curves_figure(study, out_dir / "training_curves.png")
+
+    text = _TEMPLATES.get_template("conclusion.md.j2").render(
+        name=cfg.name, dataset=study.dataset, seeds=", ".join(map(str, study.seeds)), first_seed=study.seeds[0],
+        n_test=study.n_test, n_classes=len(study.classes), tables=tables, best=best,
+        bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows),
+        end_to_end=end_to_end_sentence(rows, subject(study)), discriminator=discriminator_sentence(study, rows),
+        gradient=gradient_sentence(study))
+    path = out_dir / "conclusion.md"
+    write_text(path, text)
+    write_json(out_dir / "summary.json", headline_metrics(study, rows))
+    return path
+
+
+def headline_metrics(study: Study, rows: list[dict]) -> dict[str, float]:
+    """Test mIoU of every model and the deltas against the hypothesis baseline (means over seeds): the parent
+    MLflow run's metrics, so DVC experiments compare side by side in MLflow."""
+    metrics = {f"test_miou.{model}": mean_std(study.values(model, "miou"))[0] for model in study.models}
+    metrics |= {f"delta_vs_{r['versus']}.{r['strategy']}": r["delta"]["delta"] for r in rows if r["delta"]}
+    return metrics

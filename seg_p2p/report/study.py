@@ -1,0 +1,172 @@
+"""The study as files on disk: every input of the report, checked before any number is computed.
+
+The report reads only what the pipeline wrote, so a missing or stale file is the user's to fix by
+rerunning a stage; each check names the file and that stage. What a model is (trained with curves,
+part of the hypothesis, the baseline) comes from its evaluate record, never from its file name, so a
+new strategy file takes its place in the report without a change here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seg_p2p.config import Config
+from seg_p2p.errors import UserError
+from seg_p2p.layout import model_dir
+
+RECORD_KEYS = ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
+               "train_seconds", "seconds_per_step", "diverged", "curves", "hypothesis")
+PARAM_KEYS = ("generator", "discriminator", "training", "inference")
+HYPOTHESIS_KEYS = ("label", "baseline", "end_to_end", "discriminator")
+
+
+def require(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path}: missing; run `dvc repro {stage}` to make it")
+    return path
+
+
+def read_json(path: Path, stage: str) -> dict:
+    try:
+        return json.loads(require(path, stage).read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: not valid JSON; run `dvc repro {stage}` again") from None
+
+
+@dataclass
+class Study:
+    """Everything the report reads: the dataset's classes and, per model, one evaluate record per seed."""
+
+    cfg: Config
+    data_dir: Path
+    runs_dir: Path
+    dataset: str
+    classes: list[str]
+    colours: np.ndarray  # (C,3) uint8
+    evals: dict[str, list[dict]]
+    _confusions: dict = field(default_factory=dict, repr=False)
+    _histories: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.cfg.seeds)
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.cfg.members)
+
+    @property
+    def strategies(self) -> list[str]:
+        return list(self.cfg.strategies)
+
+    @property
+    def models(self) -> list[str]:
+        return self.members + self.strategies
+
+    def curves(self, model: str) -> bool:
+        """Whether the model trained with its own history.csv (members, end-to-end strategies)."""
+        return bool(self.evals[model][0]["curves"])
+
+    def hypothesis(self, model: str) -> dict | None:
+        """The model's role in the end-to-end question, or None when it plays none."""
+        return self.evals[model][0]["hypothesis"]
+
+    @property
+    def trained(self) -> list[str]:
+        """Models with a training history, in the order of cfg: members, then strategies."""
+        return [m for m in self.models if self.curves(m)]
+
+    def confusion_path(self, model: str, seed: int) -> Path:
+        return self.runs_dir / f"seed{seed}" / "evaluate" / f"{model}_test_confusion.npy"
+
+    def pred_path(self, model: str) -> Path:
+        """Test predictions of the first seed: the qualitative grid shows one run."""
+        return model_dir(self.runs_dir / f"seed{self.seeds[0]}", model, self.members) / "predict" / "test_pred.npy"
+
+    def history_path(self, model: str, seed: int) -> Path:
+        return model_dir(self.runs_dir / f"seed{seed}", model, self.members) / "train" / "history.csv"
+
+    def inputs(self) -> list[tuple[Path, str]]:
+        """Every file read after the evaluate records, with the stage that makes it."""
+        files = [(self.data_dir / "test_photos.npy", "prepare"), (self.data_dir / "test_masks.npy", "prepare")]
+        files += [(self.confusion_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
+        files += [(self.pred_path(m), "predict" if m in self.members else "ensemble") for m in self.models]
+        files += [(self.history_path(m, seed), "train" if m in self.members else "ensemble")
+                  for seed in self.seeds for m in self.trained]
+        return files
+
+    def history(self, model: str, seed: int) -> pd.DataFrame:
+        """A trained model's per-epoch history.csv, read once (the curves and the gradient sentence use it)."""
+        key = (model, seed)
+        if key not in self._histories:
+            path = self.history_path(model, seed)
+            history = pd.read_csv(path)
+            if "epoch" not in history:
+                raise UserError(f"{path}: no 'epoch' column; run `dvc repro train` again")
+            self._histories[key] = history
+        return self._histories[key]
+
+    def confusion(self, model: str, index: int) -> np.ndarray:
+        """Per-image test confusions (N,C,C) of one model for the seed at `index` in cfg.seeds."""
+        key = (model, index)
+        if key not in self._confusions:
+            path = self.confusion_path(model, self.seeds[index])
+            confusion = np.load(path)
+            expected = (self.n_test, len(self.classes), len(self.classes))
+            if confusion.shape != expected:
+                raise UserError(f"{path}: shape {confusion.shape}, expected {expected} (test images, classes, "
+                                "classes); run `dvc repro evaluate` again")
+            self._confusions[key] = confusion
+        return self._confusions[key]
+
+    @cached_property
+    def n_test(self) -> int:
+        return len(np.load(self.data_dir / "test_masks.npy", mmap_mode="r"))
+
+    def values(self, model: str, key: str) -> list[float]:
+        """One record field across seeds, nulls dropped."""
+        return [record[key] for record in self.evals[model] if record[key] is not None]
+
+
+def load_study(cfg: Config, data_dir: Path, runs_dir: Path) -> Study:
+    """Read the spec and every evaluate record, and check that all other inputs exist before any is used."""
+    spec = read_json(data_dir / "spec.json", "prepare")
+    try:
+        classes = [c["name"] for c in spec["classes"]]
+        colours = np.array([c["colour"] for c in spec["classes"]], dtype=np.uint8).reshape(-1, 3)
+        dataset = spec["name"]
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{data_dir / 'spec.json'}: needs 'name' and 'classes' [{{name, colour}}]; "
+                        "run `dvc repro prepare` again") from None
+    evals = {}
+    for model in list(cfg.members) + list(cfg.strategies):
+        ensemble = model not in cfg.members
+        evals[model] = [_load_record(runs_dir / f"seed{seed}" / "evaluate" / f"{model}.json", classes, ensemble)
+                        for seed in cfg.seeds]
+    study = Study(cfg, data_dir, runs_dir, dataset, classes, colours, evals)
+    for path, stage in study.inputs():
+        require(path, stage)
+    return study
+
+
+def _load_record(path: Path, classes: list[str], ensemble: bool) -> dict:
+    record = read_json(path, "evaluate")
+    keys = RECORD_KEYS + (("members",) if ensemble else ())
+    missing = [key for key in keys if key not in record]
+    missing += [f"params.{key}" for key in PARAM_KEYS if key not in record.get("params", {})]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)}; run `dvc repro evaluate` again")
+    hypothesis = record["hypothesis"]
+    if hypothesis is not None and not (isinstance(hypothesis, dict) and all(k in hypothesis for k in HYPOTHESIS_KEYS)):
+        raise UserError(f"{path}: 'hypothesis' must be null or have {', '.join(HYPOTHESIS_KEYS)}; "
+                        "run `dvc repro evaluate` again")
+    if set(record["per_class_iou"]) != set(classes):
+        raise UserError(f"{path}: per_class_iou names {sorted(record['per_class_iou'])} differ from spec.json's "
+                        f"classes {classes}; run `dvc repro evaluate` again")
+    return record

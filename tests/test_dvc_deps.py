@@ -1,0 +1,56 @@
+"""dvc.yaml's code deps match the seg_p2p code each stage runs (seg_p2p.codedeps): none missing, none stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg_p2p.codedeps import STAGE_MODULES, module_closure, stage_code
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def covers(dep: str, path: str) -> bool:
+    dep = dep.rstrip("/")
+    return path == dep or path.startswith(dep + "/")
+
+
+def test_every_stage_is_known():
+    assert set(STAGES) == set(STAGE_MODULES), "dvc.yaml stages and seg_p2p.codedeps.STAGE_MODULES must name the same stages"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_cover_its_code(stage):
+    deps = [dep for dep in STAGES[stage].get("deps", []) if isinstance(dep, str)]
+    code = [path.relative_to(REPO_ROOT).as_posix() for path in stage_code(stage)]
+    missing = [path for path in code if not any(covers(dep, path) for dep in deps)]
+    assert not missing, f"stage {stage!r} runs {missing}, which none of its deps covers: add it to dvc.yaml"
+    stale = [dep for dep in deps if covers("seg_p2p", dep) and not any(covers(dep, path) for path in code)]
+    assert not stale, (f"stage {stage!r} dep {stale} is stale, covering none of the code it runs: remove it from "
+                       "dvc.yaml, or if that code moved, add its new path to dvc.yaml")
+
+
+def test_module_closure_on_a_fake_package(tmp_path):
+    package = tmp_path / "fakepkg"
+    files = {
+        "__init__.py": "",
+        "main.py": "import os\nimport numpy\nfrom fakepkg.sub import helper\n\ndef run():\n    import fakepkg.lazy\n",
+        "lazy.py": "from . import rel\n",
+        "rel.py": "",
+        "unused.py": "",
+        "sub/__init__.py": "",
+        "sub/helper.py": "",
+        "sub/templates/page.j2": "",
+        "sub/other.py": "",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+
+    found = {path.relative_to(package).as_posix() for path in module_closure("fakepkg.main", package_root=package)}
+
+    assert found == {"__init__.py", "main.py", "lazy.py", "rel.py", "sub/__init__.py", "sub/helper.py",
+                     "sub/templates/page.j2"}
