@@ -69,24 +69,25 @@ def test_sigkill_then_the_same_command_continues_the_same_run(workspace, longer,
     reference_store, store = tmp_path / "reference.db", tmp_path / "killed.db"
     for path in (reference_store, store):
         path.write_bytes(mlflow_template.read_bytes())
-    finish(workspace, longer, tmp_path / "reference", reference_store)
+    reference = start(workspace, longer, tmp_path / "reference", reference_store)  # one thread each: side by side
 
     out = tmp_path / "killed"
     child = start(workspace, longer, out, store)
     wait_for_checkpoint(out, child)
     child.send_signal(signal.SIGKILL)
     child.wait()
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
     killed_after = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= killed_after < EPOCHS
     finish(workspace, longer, out, store)
 
     runs = train_runs(store)
     assert [run.info.status for run in runs] == ["FINISHED"]  # one run, no phantom RUNNING one
-    (reference,) = train_runs(reference_store)
+    (uninterrupted,) = train_runs(reference_store)
     for key in ("val_miou", "loss_l1", "lr"):
         steps = metric_steps(store, runs[0].info.run_id, key)
         assert [step for step, _ in steps] == list(range(1, EPOCHS + 1))  # every epoch once
-        assert steps == metric_steps(reference_store, reference.info.run_id, key)  # as if never killed
+        assert steps == metric_steps(reference_store, uninterrupted.info.run_id, key)  # as if never killed
     assert read_history(out / "history.csv") == read_history(tmp_path / "reference" / "history.csv")
 
 
@@ -120,15 +121,15 @@ def test_a_running_run_of_a_dead_process_is_closed_when_the_training_starts(work
 
 
 @pytest.mark.slow
-def test_sigint_stops_a_training_started_with_sigint_ignored(workspace, longer, tmp_path, mlflow_store):
-    out = tmp_path / "train"
-    child = start(workspace, longer, out, mlflow_store, ignore_sigint=True)
+def test_sigint_stops_a_training_started_with_sigint_ignored(workspace, tmp_path, mlflow_store):
+    out, params = tmp_path / "train", workspace / "params.yaml"  # 3 epochs: the signal lands after the first
+    child = start(workspace, params, out, mlflow_store, ignore_sigint=True)
     wait_for_checkpoint(out, child)
     child.send_signal(signal.SIGINT)
     assert child.wait(timeout=120) == 128 + signal.SIGINT, "SIGINT was ignored: the training ran on"
     assert "interrupted (SIGINT)" in child.stderr.read()
     assert [run.info.status for run in train_runs(mlflow_store)] == ["KILLED"]
-    finish(workspace, longer, out, mlflow_store)
+    finish(workspace, params, out, mlflow_store)
     assert [run.info.status for run in train_runs(mlflow_store)] == ["FINISHED"]  # the same run, reopened
 
 
