@@ -7,7 +7,6 @@ helpers from here (`from conftest import ...`); no test module imports another.
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -49,21 +48,12 @@ def _isolated_tracking(tmp_path, monkeypatch):
 
 # ---- the one tiny configuration -----------------------------------------------------------------------
 
-def deep_update(tree: dict, delta: dict) -> dict:
-    """Lay `delta` over `tree` in place (nested dicts merge, everything else replaces); returns `tree`."""
-    for key, value in delta.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            deep_update(tree[key], value)
-        else:
-            tree[key] = copy.deepcopy(value)
-    return tree
-
-
 def tiny_settings(delta: dict | None = None) -> dict:
     """The repo's params.yaml at toy size (32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on the
     CPU), plus `delta`."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    deep_update(params, {
+    from seg_p2p.config import deep_merge
+
+    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {
         "data": {"load_size": 32, "crop_size": 32,
                  "synthetic": {"size": 32, "num_train": 12, "num_val": 4, "num_test": 4}},
         "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 1, "val_every": 1, "sample_every": 3,
@@ -76,7 +66,7 @@ def tiny_settings(delta: dict | None = None) -> dict:
             member["discriminator"]["ndf"] = 8
         if member["kind"] == "unet_ce":
             member["encoder"] = "resnet18"
-    return deep_update(params, delta or {})
+    return deep_merge(params, delta or {})
 
 
 def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yaml") -> Path:
