@@ -13,9 +13,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from seg_p2p.data.spec import IGNORE_INDEX
 
@@ -51,6 +48,10 @@ class SegmentationScorer:
 
     def __init__(self, classes: int | list[str], ignore_index: int = IGNORE_INDEX):
         """classes: the class names, or their count (then named "0", "1", ...)."""
+        # torchmetrics pulls in torchvision (~5 s on 2 cores): imported by the stages that score, not by every one
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
+
         self.names = [str(i) for i in range(classes)] if isinstance(classes, int) else list(classes)
         self.ignore_index = ignore_index
         c = len(self.names)
@@ -65,6 +66,8 @@ class SegmentationScorer:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: (B,H,W) class ids on the same device."""
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
         self._check_ids(pred, target)
         self.metrics.to(pred.device)
         # Under torch.use_deterministic_algorithms torchmetrics replaces torch.bincount by a (pixels x C^2)
