@@ -152,6 +152,24 @@ def mlflow_store(mlflow_template, tmp_path) -> Path:
     return tmp_path / "mlflow.db"
 
 
+def tracked_runs(store: Path, stage: str = "train") -> list:
+    """The runs of one stage in an sqlite MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("seg_p2p")
+    assert experiment is not None, "no MLflow experiment was created"
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.stage = '{stage}'")
+
+
+def metric_steps(store: Path, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of one metric of a run, in step order."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=f"sqlite:///{store}").get_metric_history(run_id, key)
+    return sorted((metric.step, metric.value) for metric in history)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, one_thread) -> Path:
     """A module's tiny params.yaml and prepared synthetic dataset (prepare_workspace)."""

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ONE_THREAD, comparable_summary, read_history, tiny_params, train_argv
+from conftest import (CLI, ONE_THREAD, comparable_summary, metric_steps, read_history, tiny_params, tracked_runs,
+                      train_argv)
 
 TEMP_NAME = re.compile(r"^\..+\.tmp$")  # atomic.py's `.NAME.PID.XXXX.tmp`
 
@@ -46,12 +47,7 @@ def assert_one_line_error(stderr: str, *fragments: str) -> str:
 
 
 def mlflow_runs(tmp_path: Path, stage: str = "train") -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("seg_p2p")
-    assert experiment is not None, "no MLflow experiment was created"
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.stage = '{stage}'")
+    return tracked_runs(tmp_path / "mlflow.db", stage)
 
 
 def assert_outputs_complete(out: Path) -> list[Path]:
@@ -151,7 +147,8 @@ def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(workspace
     """4 SIGKILLs in 4 random distinct epochs (in order), each at a random delay after that epoch's progress
     bar appears (up to 1.5 epochs: some land in validation or checkpoint writing); the same command is rerun
     until it finishes. Every kill leaves only whole files; every rerun resumes after the last complete
-    epoch; the result equals the uninterrupted run's exactly."""
+    epoch; the result equals the uninterrupted run's exactly, and so does its MLflow record: one run, reopened
+    by every resume, with every epoch's metrics once (a kill between checkpoint and MLflow call included)."""
     import torch
 
     ref_out, epoch_seconds = reference
@@ -201,6 +198,17 @@ def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(workspace
     assert comparable_summary(out / "summary.json") == comparable_summary(ref_out / "summary.json")
     assert_same_weights(out / "checkpoints" / "last.pt", ref_out / "checkpoints" / "last.pt")
     assert_same_weights(out / "checkpoints" / "best.pt", ref_out / "checkpoints" / "best.pt")
+
+    runs = mlflow_runs(tmp_path)
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    # A kill within epoch 1 leaves no checkpoint to name the run: the next start marks it KILLED, none stays RUNNING.
+    assert len(finished) == 1 and all(run.info.status == "KILLED" for run in runs if run not in finished), \
+        [run.info.status for run in runs]
+    (uninterrupted,) = tracked_runs(ref_out.parent / "mlflow.db")
+    for key in ("val_miou", "loss_g_l1", "loss_d", "lr"):
+        steps = metric_steps(tmp_path / "mlflow.db", finished[0].info.run_id, key)
+        assert [step for step, _ in steps] == list(range(1, total + 1)), key  # every epoch once
+        assert steps == metric_steps(ref_out.parent / "mlflow.db", uninterrupted.info.run_id, key)
 
 
 def test_stale_temp_files_are_ignored_and_cleaned(tmp_path):
