@@ -69,6 +69,15 @@ def cmd_evaluate(args):
 
 
 def cmd_report(args):
+    if args.compare:
+        from seg_p2p.report.compare import write_comparison
+
+        if args.data or args.runs:
+            raise UserError("report --compare reads finished reports only: drop --data and --runs")
+        print(f"comparison table: {write_comparison([Path(d) for d in args.compare], Path(args.out))}")
+        return
+    if not (args.data and args.runs):
+        raise UserError("report: --data and --runs are required (or --compare DIR... for finished reports)")
     from seg_p2p.report import write_report
     from seg_p2p.tracking import Tracker
 
@@ -149,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = with_experiment(sub.add_parser("report", help="write the conclusion tables and figures"))
-    p.add_argument("--data", required=True)
-    p.add_argument("--runs", required=True)
+    p.add_argument("--data", help="prepared dataset folder")
+    p.add_argument("--runs", help="folder of the seed{K}/ runs")
     p.add_argument("--out", required=True)
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="instead: one table of the test mIoU of these "
+                   "finished reports (reports/<name> folders), one row per study")
     p.set_defaults(func=cmd_report)
 
     exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)

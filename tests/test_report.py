@@ -250,3 +250,51 @@ def test_discriminator_sentence_follows_the_numbers(tmp_path, without_d, expecte
 def test_subject_is_the_members_with_a_discriminator(tmp_path):
     cfg, data, runs = make_study(tmp_path)
     assert subject(load_study(cfg, data, runs)) == "pix2pix"
+
+
+# ---- several studies in one table ----------------------------------------------------------------------------
+
+def test_compare_puts_each_study_in_a_row_with_its_reported_numbers(tmp_path, capsys):
+    from seg_p2p.cli import main
+
+    cfg, data, runs = make_study(tmp_path / "a")
+    write_report(cfg, data, runs, tmp_path / "reports" / "a")
+    cfg, data, runs = make_study(tmp_path / "b", seeds=(0,), strategies=["mean"])
+    write_report(cfg.model_copy(update={"name": "one-seed"}), data, runs, tmp_path / "reports" / "b")
+    main(["report", "--compare", str(tmp_path / "reports" / "a"), str(tmp_path / "reports" / "b"),
+          "--out", str(tmp_path / "compare")])
+    assert "comparison table:" in capsys.readouterr().out
+
+    table = pd.read_csv(tmp_path / "compare" / "comparison.csv").set_index("experiment")
+    members = pd.read_csv(tmp_path / "reports" / "a" / "members.csv").set_index("model")
+    assert table.loc["fake-study", "pix2pix_miou_mean"] == members.loc["pix2pix", "miou_mean"]
+    assert table.loc["fake-study", "pix2pix_miou_std"] == members.loc["pix2pix", "miou_std"]
+    assert table.loc["fake-study", "seeds"] == 2 and table.loc["one-seed", "seeds"] == 1
+    assert table["dataset"].tolist() == ["fakescapes", "fakescapes"]
+    assert np.isnan(table.loc["one-seed", "joint_miou_mean"])  # that study has no joint
+    text = (tmp_path / "compare" / "comparison.md").read_text()
+    header, one_seed = ([cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+                        if line.startswith(("| experiment", "| one-seed")))
+    cells = dict(zip(header, one_seed))
+    assert cells["pix2pix"] == f"{_iou(2):.3f}" and cells["joint"] == "—"  # one seed: a mean without ±; no joint
+    assert r"$\pm$" in (tmp_path / "compare" / "comparison.tex").read_text()
+
+
+@pytest.mark.parametrize("folder, expected", [
+    ("empty", "study.json: missing, so"),
+    ("no_members", "members.csv: missing"),
+])
+def test_compare_refuses_a_folder_without_a_report(tmp_path, capsys, folder, expected):
+    from seg_p2p.cli import main
+
+    cfg, data, runs = make_study(tmp_path / "study")
+    write_report(cfg, data, runs, tmp_path / "good")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "no_members").mkdir()
+    (tmp_path / "no_members" / "study.json").write_text((tmp_path / "good" / "study.json").read_text())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--compare", str(tmp_path / "good"), str(tmp_path / folder), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and str(tmp_path / folder) in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing written

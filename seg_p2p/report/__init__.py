@@ -54,6 +54,8 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
     path = out_dir / "conclusion.md"
     write_text(path, text)
     write_json(out_dir / "summary.json", headline_metrics(study, rows))
+    write_json(out_dir / "study.json", {"name": cfg.name, "dataset": study.dataset, "seeds": study.seeds,
+                                        "n_test": study.n_test, "classes": study.classes})  # for --compare
     return path
 
 
