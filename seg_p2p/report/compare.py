@@ -25,8 +25,8 @@ def read_report(folder: Path) -> dict:
     """One study's name, dataset, seed count and mean/std test mIoU per model (members, then strategies)."""
     study = folder / "study.json"
     if not study.is_file():
-        raise UserError(f"{study}: missing, so {folder} holds no seg_p2p report; point --compare at folders "
-                        "written by `seg-p2p report` (reports/<name>)")
+        raise UserError(f"{study}: missing, so {folder} holds no seg_p2p report (or one older than --compare); "
+                        f"point --compare at reports/<name> folders, or {RERUN}")
     try:
         info = json.loads(study.read_text())
         name, dataset, seeds = str(info["name"]), str(info["dataset"]), len(info["seeds"])
