@@ -287,11 +287,13 @@ def test_compare_puts_each_study_in_a_row_with_its_reported_numbers(tmp_path, ca
 def test_compare_refuses_a_folder_without_a_report(tmp_path, capsys, folder, expected):
     from seg_p2p.cli import main
 
-    cfg, data, runs = make_study(tmp_path / "study")
-    write_report(cfg, data, runs, tmp_path / "good")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "no_members").mkdir()
-    (tmp_path / "no_members" / "study.json").write_text((tmp_path / "good" / "study.json").read_text())
+    study = json.dumps({"name": "good", "dataset": "fakescapes", "seeds": [0]})
+    for name, files in {"good": {"study.json": study, "members.csv": "model,miou_mean,miou_std\npix2pix,0.5,\n",
+                                 "ensembles.csv": "strategy,miou_mean,miou_std\nmean,0.6,\n"},
+                        "empty": {}, "no_members": {"study.json": study}}.items():
+        (tmp_path / name).mkdir()
+        for file, text in files.items():
+            (tmp_path / name / file).write_text(text)
     with pytest.raises(SystemExit) as exit_info:
         main(["report", "--compare", str(tmp_path / "good"), str(tmp_path / folder), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
