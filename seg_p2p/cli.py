@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        if not 0 <= getattr(args, "seed", 0) < 2**32:
-            raise UserError(f"--seed {args.seed}: a seed must be in 0..{2**32 - 1}; pick another")
+        if hasattr(args, "seed"):  # every command with --seed runs torch anyway: seeding's import costs nothing extra
+            from seg_p2p.seeding import check_seed
+
+            check_seed(args.seed)
         args.func(args)
     except UserError as exc:
         print(f"seg-p2p: error: {exc}", file=sys.stderr)
