@@ -55,10 +55,10 @@ def cmd_predict(args):
 
 
 def cmd_ensemble(args):
-    from seg_p2p.ensemble.run import run_strategy
+    from seg_p2p.ensemble.run import run_strategies
 
-    run_strategy(_config(args), args.strategy, args.seed, Path(args.data), Path(args.runs), Path(args.out),
-                 Path(args.strategies_dir))
+    run_strategies(_config(args), args.strategy, args.seed, Path(args.data), Path(args.runs), Path(args.out),
+                   Path(args.strategies_dir))
 
 
 def cmd_evaluate(args):
@@ -140,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", required=True, choices=["train", "val", "test"])
     p.set_defaults(func=cmd_predict)
 
-    p = with_experiment(sub.add_parser("ensemble", help="run one ensemble strategy from ensembles/"))
-    p.add_argument("--strategy", required=True)
+    p = with_experiment(sub.add_parser("ensemble", help="run ensemble strategies from ensembles/"))
+    p.add_argument("--strategy", action="append", help="a strategy to run (repeatable); default: all of strategies:")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", required=True)
     p.add_argument("--runs", required=True, help="folder holding the members' train/ and predict/ outputs")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder of the strategies' outputs, one folder per strategy")
     p.add_argument("--strategies-dir", default="ensembles")
     p.set_defaults(func=cmd_ensemble)
 

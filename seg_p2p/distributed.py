@@ -98,3 +98,12 @@ def all_reduce_mean(value: torch.Tensor, rank: Rank) -> torch.Tensor:
         dist.all_reduce(value)
         value /= rank.world
     return value
+
+
+def global_mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` over the processes of a torchrun job; `value` itself in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value

@@ -26,7 +26,7 @@ from seg_p2p.atomic import remove_stale_temps_under, write_json
 from seg_p2p.checkpoint import TrainState
 from seg_p2p.config import TrainConfig
 from seg_p2p.device import Precision, select_device, to_device
-from seg_p2p.epoch_outputs import validation_miou, write_history, write_samples
+from seg_p2p.epoch_outputs import split_scores, write_history, write_samples
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything
@@ -64,7 +64,9 @@ def interrupts_raise():
 
 @dataclass
 class Job:
-    """One training run: its settings, seed, output folder, MLflow run, identity and the dataset's classes."""
+    """One training run: its settings, seed, output folder, MLflow run, identity and the dataset's classes;
+    `monitor`: fixed training images (eval transform) on which, with val, the model's pixel tallies and mIoU are
+    scored every epoch (train vs val tells a model that fits its training images apart from one that generalises)."""
 
     settings: TrainConfig
     seed: int
@@ -73,6 +75,7 @@ class Job:
     identity: str
     palette: np.ndarray
     num_classes: int
+    monitor: object = None  # Dataset | None
 
     @property
     def checkpoints(self) -> Path:
@@ -172,10 +175,13 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
     state.run_id = job.tracker.run_id
     job.tracker.log_history(state.history)
     distributed.wrap(model, rank, settings.sync_batchnorm)
+    if settings.compile:
+        torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)  # inductor's flag too
     step_model = torch.compile(model) if settings.compile else model
     pin = device.type == "cuda"
-    val_loader = val_set and DataLoader(val_set, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                        pin_memory=pin)
+    val_loader, monitor_loader = (split and DataLoader(split, batch_size=settings.batch_size, pin_memory=pin,
+                                                       num_workers=settings.num_workers)
+                                  for split in (val_set, job.monitor))
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
     log = LossLog(job.tracker.run_name, device, settings.collapse_patience, job.checkpoints / "last.pt")
     with interrupts_raise():
@@ -198,7 +204,8 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
                     bar.set_postfix({key.removeprefix("loss_"): f"{value:.3g}" for key, value in means.items()})
             row = state.end_epoch(log.epoch_means(rank), time.perf_counter() - started)
             if rank.is_main:  # only rank 0 validates, logs and writes
-                record_epoch(model, row, state, job, val_loader, val_set or train_set, device)
+                record_epoch(model, row, state, job, {"val": val_loader, "train": monitor_loader},
+                             val_set or train_set, device)
     summary = {"epochs": state.total_epochs, "train_seconds": round(state.train_seconds, 3),
                "seconds_per_step": round(state.train_seconds / (state.total_epochs * steps_per_epoch), 5),
                "best_val_miou": state.best_miou if val_loader is not None else None,
@@ -211,23 +218,31 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
     return summary
 
 
-def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, val_loader, sample_set,
+def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loaders: dict, sample_set,
                  device: torch.device) -> None:
-    """Rank 0's end of an epoch: validate, draw samples, write history.csv and the checkpoints (last.pt last: it is
-    the epoch's commit point, a resumed run starts after it), then log to MLflow. The global RNG is drawn in
-    that order."""
+    """Rank 0's end of an epoch: validate (and score the monitor images), draw samples, write history.csv and the
+    checkpoints (last.pt last: it is the epoch's commit point, a resumed run starts after it), then log to MLflow.
+    The global RNG is drawn in that order."""
     settings = job.settings
     is_last = row["epoch"] == state.total_epochs
-    if val_loader is not None and (row["epoch"] % settings.val_every == 0 or is_last):
+    monitored = loaders["train"] is not None  # then val and the monitor images are scored every epoch
+    for split, loader in loaders.items():
+        validation = split == "val" and (row["epoch"] % settings.val_every == 0 or is_last)
+        if loader is None or not (validation or monitored):
+            continue
         with distributed.unwrapped(model):
-            row["val_miou"] = validation_miou(model, val_loader, device, settings.channels_last, job.num_classes)
+            scores = split_scores(model, loader, device, settings.channels_last, job.num_classes)
+        if validation:
+            row["val_miou"] = scores["miou"]
+        if monitored:  # val mIoU only on validation epochs: it picks best.pt
+            row |= {f"{split}_{key}": value for key, value in scores.items() if (split, key) != ("val", "miou")}
     state.history.append(row)
     grid = None
     if row["epoch"] % settings.sample_every == 0 or is_last:
         with distributed.unwrapped(model):
             grid = write_samples(model, sample_set, device, job.palette, job.out_dir / "samples", row["epoch"])
     write_history(job.out_dir / "history.csv", state.history)
-    state.save(job.checkpoints, job.identity, job.palette, row.get("val_miou"), val_loader is not None)
+    state.save(job.checkpoints, job.identity, job.palette, row.get("val_miou"), loaders["val"] is not None)
     # MLflow after the commit: a kill in between is caught up on resume (Tracker.log_history), never logged twice.
     job.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     if grid is not None:

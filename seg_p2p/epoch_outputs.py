@@ -19,15 +19,22 @@ SAMPLE_IMAGES = 4
 
 
 @torch.no_grad()
-def validation_miou(model: SegModel, loader: DataLoader, device, channels_last: bool, num_classes: int) -> float:
-    """mIoU on the validation split, scored exactly as `evaluate` scores the test split."""
+def split_scores(model: SegModel, loader: DataLoader, device, channels_last: bool, num_classes: int) -> dict:
+    """mIoU on a split, scored exactly as `evaluate` scores the test split, and the model's pixel tallies as
+    ratios (SegModel.pixel_tallies: e.g. the members' diversity in a joint ensemble), in one pass."""
     model.eval()
     scorer = SegmentationScorer(num_classes)
+    counts: dict[str, tuple] = {}
     for batch in loader:
         batch = to_device(batch, device, channels_last)
-        scorer.update(model.probabilities(model(batch)).argmax(1).cpu(), batch["mask"].cpu())
+        output = model(batch)
+        scorer.update(model.probabilities(output).argmax(1).cpu(), batch["mask"].cpu())
+        for key, (hits, total) in model.pixel_tallies(batch, output).items():
+            previous = counts.get(key, (0, 0))
+            counts[key] = (previous[0] + hits, previous[1] + total)
     scores, _ = scorer.compute()
-    return scores["miou"]
+    ratios = {key: float(hits) / max(float(total), 1.0) for key, (hits, total) in counts.items()}
+    return {"miou": scores["miou"], **ratios}
 
 
 def write_samples(model: SegModel, dataset, device, palette: np.ndarray, folder: Path, epoch: int) -> Path:

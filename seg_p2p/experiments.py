@@ -42,8 +42,16 @@ def dvc_executable() -> str:
     return found
 
 
+def check_study(cfg, source: Path) -> None:
+    """What a stage would refuse later, refused now: every strategy the study names exists and is valid."""
+    from seg_p2p.ensemble.strategy import check_strategies  # the package registers every combiner kind first
+
+    check_strategies(cfg, Path("ensembles"), source)
+
+
 def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.yaml")) -> None:
     cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
+    check_study(cfg, file)
     delta = read_yaml(file)
     root = delta.get("data", {}).get("root")
     if root is not None:  # queued experiments run in a temp copy of the repo: make the data path absolute
@@ -67,6 +75,7 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
 def run_study(params: Path = Path("params.yaml")) -> None:
     """`make study`: the whole pipeline with `dvc repro`, then where to look."""
     cfg = load_config(params)
+    check_study(cfg, params)
     dvc = dvc_executable()
     if not Path(".dvc").is_dir():
         scm = [] if Path(".git").exists() else ["--no-scm"]

@@ -150,10 +150,11 @@ def _miou_batch(confusion: np.ndarray) -> np.ndarray:
         return iou.sum(1) / present.sum(1)
 
 
-def bootstrap_delta(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
-    """mIoU(a) - mIoU(b) on the same test images, with a 95% percentile interval over resampled images.
+def bootstrap_samples(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000,
+                      seed: int = 0) -> tuple[float, np.ndarray]:
+    """mIoU(a) - mIoU(b) on the same test images, and `samples` values of it over resampled images.
 
-    Both models get the same resampled images, so the interval reflects the paired difference.
+    Both models get the same resampled images, so the spread reflects the paired difference.
     """
     conf_a, conf_b = np.asarray(conf_a), np.asarray(conf_b)
     if conf_a.shape != conf_b.shape or conf_a.ndim != 3:
@@ -162,7 +163,13 @@ def bootstrap_delta(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000,
     # How often each image is drawn in each resample: the same as drawing N indices with replacement.
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=samples).astype(np.float64)
     mious = [_miou_batch((counts @ conf.reshape(n, c * c).astype(np.float64)).reshape(samples, c, c))
-              for conf in (conf_a, conf_b)]
-    low, high = np.percentile(mious[0] - mious[1], [2.5, 97.5])
+             for conf in (conf_a, conf_b)]
     full = _miou_batch(np.stack([conf_a.sum(0), conf_b.sum(0)]).astype(np.float64))
-    return {"delta": float(full[0] - full[1]), "low": float(low), "high": float(high)}
+    return float(full[0] - full[1]), mious[0] - mious[1]
+
+
+def bootstrap_delta(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
+    """mIoU(a) - mIoU(b) on the same test images, with a 95% percentile interval over resampled images."""
+    delta, draws = bootstrap_samples(conf_a, conf_b, samples, seed)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"delta": delta, "low": float(low), "high": float(high)}

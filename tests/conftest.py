@@ -49,11 +49,12 @@ def _isolated_tracking(tmp_path, monkeypatch):
 # ---- the one tiny configuration -----------------------------------------------------------------------
 
 def tiny_settings(delta: dict | None = None) -> dict:
-    """The repo's params.yaml at toy size (32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on the
-    CPU), plus `delta`."""
+    """The repo's params.yaml at toy size (one seed, 32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on
+    the CPU), plus `delta`."""
     from seg_p2p.config import deep_merge
 
     params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {
+        "seeds": [0],
         "data": {"load_size": 32, "crop_size": 32,
                  "synthetic": {"size": 32, "num_train": 12, "num_val": 4, "num_test": 4}},
         "train": {"batch_size": 4, "n_epochs": 2, "n_epochs_decay": 1, "val_every": 1, "sample_every": 3,

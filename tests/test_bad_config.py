@@ -123,6 +123,14 @@ def strategy(name: str, content: dict | None = None, params_delta: dict | None =
     return argv
 
 
+def experiment(delta: dict):
+    """`seg-p2p exp run` with an experiment file holding `delta` (checked before DVC is called)."""
+    def argv(w, d):
+        (d / "sweep.yaml").write_text(yaml.safe_dump(delta))
+        return ["--params", str(w["params"]), "exp", "run", str(d / "sweep.yaml")]
+    return argv
+
+
 def predict(member: str, checkpoint: Callable[[dict, Path], Path], data: str = "data"):
     def argv(w, d):
         return ["--params", str(w["params"]), "predict", "--member", member, "--data", str(w[data]),
@@ -250,6 +258,12 @@ CASES = [
     Case("strategy with an unknown combiner", strategy("mean", {**GOOD_STRATEGY, "combiner": "median"}),
          ("mean.yaml: combiner", "'median'")),
     Case("unknown strategy name", strategy("nosuch"), ("nosuch.yaml: no such strategy", "known: joint, max")),
+    Case("joint strategy with beta above 1", strategy("joint", {"combiner": "joint", "beta": 1.5}),
+         ("joint.yaml: beta", "fix this value")),
+    Case("joint strategy with an unknown balancing mode", strategy("joint", {"combiner": "joint", "balance": "equal"}),
+         ("joint.yaml: balance", "'equal'")),
+    Case("experiment naming a strategy that does not exist", experiment({"strategies": ["max", "joint-beta42"]}),
+         ("sweep.yaml: strategies: 'joint-beta42' has no ensembles/joint-beta42.yaml", "known: ", "fix the name")),
     Case("strategy missing member outputs", strategy("max"), ("test_probs.npy: missing", "dvc repro predict")),
     Case("joint strategy without trained members", strategy("joint"), ("best.pt: checkpoint not found",)),
     # --- checkpoints

@@ -115,7 +115,7 @@ def test_joint_training_updates_every_member_and_the_discriminator(discriminator
     torch.manual_seed(0)
     cfg = toy_config()
     members = {name: build_member(cfg, name, Spec) for name in cfg.members}
-    joint = JointEnsemble(members, 3, FusionConfig(hidden=8, layers=2), discriminator=discriminator)
+    joint = JointEnsemble(members, 3, FusionConfig(hidden=8, layers=2), discriminator, 0.5, "none", 0.01)
     optimizers = joint.optimizers()
     assert ("discriminator" in optimizers) == discriminator
     d_before = [p.clone() for p in members["pix2pix"].discriminator.parameters()] if discriminator else []
@@ -168,3 +168,126 @@ def test_strategy_members_default_to_every_member_and_kinds_bring_their_settings
     (tmp_path / "fixed.yaml").write_text("combiner: max\ndiscriminator: false\n")
     with pytest.raises(UserError, match="unknown key 'discriminator'"):
         load_strategy(cfg, "fixed", tmp_path)
+
+
+@pytest.mark.parametrize("text, key", [("beta: 1.5", "beta"), ("beta: -0.1", "beta"), ("balance: equal", "balance")])
+def test_joint_settings_out_of_range_are_refused_with_the_file_and_key(tmp_path, text, key):
+    (tmp_path / "bad.yaml").write_text(f"combiner: joint\n{text}\n")
+    with pytest.raises(UserError) as error:
+        load_strategy(toy_config(), "bad", tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'bad.yaml'}: {key}") and "\n" not in message
+
+
+# ---- beta, balancing and diversity --------------------------------------------------------------------------
+
+def joint_model(beta, balance="none", discriminator=True):
+    torch.manual_seed(0)
+    cfg = toy_config()
+    members = {name: build_member(cfg, name, Spec) for name in cfg.members}
+    joint = JointEnsemble(members, 3, FusionConfig(hidden=8, layers=2), discriminator, beta, balance, 0.01)
+    dataset = ToyImages(4)
+    return joint.train(), {"photo": dataset.photo, "mask": dataset.mask}
+
+
+def member_parameters(joint, name):
+    return list(joint.members[name].networks()["generator"].parameters())
+
+
+def gradients(loss, parameters):
+    return [torch.zeros_like(p) if g is None else g
+            for p, g in zip(parameters, torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True))]
+
+
+def test_the_control_sends_no_fusion_gradient_into_the_members_while_the_fusion_net_learns():
+    joint, batch = joint_model(beta=0.0)
+    losses = joint.generator_losses(batch, joint(batch))
+    for name in joint.members:
+        from_fusion = gradients(losses["loss_fusion_ce"], member_parameters(joint, name))
+        assert all(torch.count_nonzero(g) == 0 for g in from_fusion)
+        assert losses[f"grad_fusion.{name}"] == 0 and losses[f"grad_own.{name}"] > 0
+    assert sum(g.abs().sum() for g in gradients(losses["loss_fusion_ce"], list(joint.fusion.parameters()))) > 0
+    fusion_before = [p.clone() for p in joint.fusion.parameters()]
+    train_step(joint, batch, joint.optimizers(), Precision("fp32", torch.device("cpu")))
+    assert any(not torch.equal(a, b) for a, b in zip(fusion_before, joint.fusion.parameters()))
+
+
+@pytest.mark.parametrize("discriminator", [True, False])
+def test_beta_one_trains_the_members_by_the_ensemble_loss_alone_but_the_gan_term(discriminator):
+    joint, batch = joint_model(beta=1.0, discriminator=discriminator)
+    losses = joint.generator_losses(batch, joint(batch))
+    minimised = {key for key in losses if key.startswith("loss_")}
+    assert minimised == {"loss_fusion_ce"} | ({"loss_g_gan.pix2pix"} if discriminator else set())
+    assert {"own.pix2pix", "own.unet_l1", "own.unet_ce"} <= set(losses)  # still logged
+    total = sum(losses[key] for key in minimised)
+    for name in joint.members:
+        expected = losses["loss_fusion_ce"] + (losses["loss_g_gan.pix2pix"] if discriminator and name == "pix2pix"
+                                               else 0)
+        for got, want in zip(gradients(total, member_parameters(joint, name)),
+                             gradients(expected, member_parameters(joint, name))):
+            torch.testing.assert_close(got, want)
+        assert (losses[f"grad_own.{name}"] > 0) == (discriminator and name == "pix2pix")
+
+
+def test_beta_scales_the_fusion_gradient_into_the_members_and_not_into_the_fusion_net():
+    joint, batch = joint_model(beta=1.0)
+    joint.eval()  # no dropout or batch statistics: the two passes see the same function
+    full = joint.generator_losses(batch, joint(batch))["loss_fusion_ce"]
+    joint.beta = 0.25
+    scaled = joint.generator_losses(batch, joint(batch))["loss_fusion_ce"]
+    for name in joint.members:
+        parameters = member_parameters(joint, name)
+        for a, b in zip(gradients(scaled, parameters), gradients(full, parameters)):
+            torch.testing.assert_close(a, 0.25 * b)
+    parameters = list(joint.fusion.parameters())
+    for a, b in zip(gradients(scaled, parameters), gradients(full, parameters)):
+        torch.testing.assert_close(a, b)
+
+
+def test_balancing_modes_weigh_the_losses_as_specified():
+    beta = 0.25
+    joint, batch = joint_model(beta, balance="none")
+    raw = joint.generator_losses(batch, joint(batch))
+    assert not any(key.startswith("weight.") for key in raw)
+    torch.testing.assert_close(raw["loss_l1.unet_l1"], (1 - beta) * raw["own.unet_l1"])
+    torch.testing.assert_close(raw["loss_g_gan.pix2pix"] + raw["loss_g_l1.pix2pix"] / (1 - beta), raw["own.pix2pix"])
+
+    joint, batch = joint_model(beta, balance="normalise")
+    losses = joint.generator_losses(batch, joint(batch))  # the first step: the running means are this step's values
+    fused = losses["loss_fusion_ce"]
+    for name in joint.members:
+        torch.testing.assert_close(losses[f"weight.{name}"], (1 - beta) * fused / losses[f"own.{name}"])
+    torch.testing.assert_close(losses["loss_ce.unet_ce"], fused * (1 - beta))  # own loss at the fusion's scale
+    torch.testing.assert_close(losses["loss_g_gan.pix2pix"] + losses["loss_g_l1.pix2pix"] / (1 - beta), fused)
+    running = joint.balancer.running.clone()
+    joint.generator_losses(batch, joint(batch))
+    assert not torch.equal(running, joint.balancer.running)  # a training step moves the running means ...
+    running = joint.balancer.running.clone()
+    with torch.no_grad():
+        joint.generator_losses(batch, joint(batch))
+    assert torch.equal(running, joint.balancer.running)  # ... an evaluation does not
+    assert "balancer.running" in joint.state_dict()  # checkpointed: a resumed run continues them
+
+    joint, batch = joint_model(beta, balance="uncertainty")
+    with torch.no_grad():
+        joint.balancer.log_variance.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]))  # fusion, pix2pix, unet_l1, unet_ce
+    losses = joint.generator_losses(batch, joint(batch))
+    weights = torch.exp(-joint.balancer.log_variance.detach())
+    torch.testing.assert_close(losses["weight.fusion"], weights[0])
+    torch.testing.assert_close(losses["weight.unet_l1"], (1 - beta) * weights[2])
+    values = torch.stack([losses["loss_fusion_ce"] / weights[0]] + [losses[f"own.{m}"] for m in joint.members])
+    torch.testing.assert_close(losses["loss_uncertainty"], (weights * values + joint.balancer.log_variance).sum())
+    grad, = torch.autograd.grad(losses["loss_uncertainty"], joint.balancer.log_variance, retain_graph=True)
+    torch.testing.assert_close(grad, 1 - weights * values)  # Kendall et al.: the optimum is s = log(loss)
+    assert any(group["params"][0] is joint.balancer.log_variance for group in joint.optimizer_groups()["generator"])
+
+
+def test_diversity_is_the_share_of_valid_pixels_where_two_members_disagree():
+    joint, _ = joint_model(0.5)
+    mask = torch.tensor([[[0, 1, 2, 255]]])
+    probs = {name: torch.nn.functional.one_hot(torch.tensor([[labels]]), 3).permute(0, 3, 1, 2).float()
+             for name, labels in (("pix2pix", [0, 1, 2, 0]), ("unet_l1", [0, 2, 2, 1]), ("unet_ce", [1, 2, 0, 2]))}
+    tallies = {key: (int(hits), int(total)) for key, (hits, total) in
+               joint.pixel_tallies({"mask": mask}, {"probs": probs}).items()}
+    assert tallies == {"disagreement.pix2pix_vs_unet_l1": (1, 3), "disagreement.pix2pix_vs_unet_ce": (3, 3),
+                       "disagreement.unet_l1_vs_unet_ce": (2, 3), "diversity": (6, 9)}  # the void pixel never counts

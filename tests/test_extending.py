@@ -141,7 +141,8 @@ def test_combiner_contract(name, median_kind):
     fields = kind.report_fields(strategy)
     assert set(fields) == {"curves", "hypothesis"} and isinstance(fields["curves"], bool)
     if fields["hypothesis"] is not None:
-        assert set(fields["hypothesis"]) == {"label", "baseline", "end_to_end", "discriminator"}
+        assert set(fields["hypothesis"]) == {"label", "role", "discriminator", "beta", "init", "balance"}
+        assert fields["hypothesis"]["role"] in ("stacking", "control", "end_to_end")
     if isinstance(kind, FixedCombiner):
         probs = np.random.default_rng(0).dirichlet(np.ones(5), size=(3, 2, 4, 4)).transpose(0, 1, 4, 2, 3)
         scores = kind.combine(probs)
@@ -168,10 +169,9 @@ def run_study(root, base: list[str], members: list[str], strategies: list[str]) 
         main([*base, "predict", "--member", member, "--data", str(root / "data"), "--checkpoint",
               str(out / "train" / "checkpoints" / "best.pt"), "--out", str(out / "predict"), "--split", "val",
               "--split", "test"])
-    for strategy in strategies:
-        main([*base, "ensemble", "--strategy", strategy, "--data", str(root / "data"), "--runs",
-              str(runs / "members"), "--out", str(runs / "ensembles" / strategy), "--strategies-dir",
-              str(root / "ensembles")])
+    main([*base, "ensemble", *(arg for s in strategies for arg in ("--strategy", s)), "--data", str(root / "data"),
+          "--runs", str(runs / "members"), "--out", str(runs / "ensembles"), "--strategies-dir",
+          str(root / "ensembles")])
     main([*base, "evaluate", "--data", str(root / "data"), "--runs", str(runs), "--out", str(runs / "evaluate"),
           "--strategies-dir", str(root / "ensembles")])
     main([*base, "report", "--data", str(root / "data"), "--runs", str(root / "runs"), "--out",

@@ -40,7 +40,8 @@ def test_params_command_with_paper_settings(capsys):
 
     cfg = load_config("params.yaml", overrides={
         "data": {"crop_size": 256, "load_size": 286},
-        "members": {"pix2pix": {"generator": {"ngf": 64, "head": "rgb", "num_downs": None}}}})
+        "members": {"pix2pix": {"generator": {"ngf": 64, "head": "rgb", "num_downs": None},
+                                "discriminator": {"ndf": 64}}}})
     table = parameter_table(cfg)
     assert table["pix2pix"]["generator"] == 54_413_955
     assert table["pix2pix"]["discriminator"] == 2_768_705

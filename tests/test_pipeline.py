@@ -17,9 +17,9 @@ from conftest import ONE_THREAD, REPO, tiny_params
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-# conftest's tiny params, one seed, one epoch, three strategies (a fixed, a stacked and a joint one)
+# conftest's tiny params, one seed, one epoch, four strategies (a fixed, a stacked, the control and a joint one)
 STUDY = {"seeds": [0], "train": {"n_epochs": 1, "n_epochs_decay": 0, "sample_every": 1},
-         "strategies": ["mean", "learned", "joint"]}
+         "strategies": ["mean", "learned", "control", "joint"]}
 
 
 def run(args, cwd, check=True):
@@ -42,7 +42,7 @@ def study(tmp_path_factory):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
     tiny_params(root, STUDY)
-    for name in ("learned", "joint"):
+    for name in ("learned", "control", "joint"):
         path = root / "ensembles" / f"{name}.yaml"
         strategy = yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}
         path.write_text(yaml.safe_dump(strategy))
@@ -60,13 +60,13 @@ def ran_stages(output: str) -> set[str]:
 def test_repro_runs_every_stage_and_writes_the_conclusion(study):
     root, output = study
     stages = ran_stages(output)
-    assert {"prepare", "train@pix2pix-0", "predict@unet_ce-0", "ensemble@joint-0", "evaluate@0", "report"} <= stages
+    assert {"prepare", "train@pix2pix-0", "predict@unet_ce-0", "ensemble@0", "evaluate@0", "report"} <= stages
     conclusion = (root / "reports" / "synthetic-cpu" / "conclusion.md").read_text()
     assert "Can pix2pix be trained end-to-end" in conclusion
     for name in ("members.csv", "ensembles.csv", "hypothesis.csv", "members.tex", "qualitative.png"):
         assert (root / "reports" / "synthetic-cpu" / name).exists(), name
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
-    assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "mean", "learned", "joint"}
+    assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "mean", "learned", "control", "joint"}
     shown = run(["dvc", "metrics", "show", "--json"], root).stdout
     assert "pix2pix" in shown
 
@@ -80,9 +80,9 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
-    assert parent.data.tags["experiment"] == "synthetic-cpu" and "delta_vs_learned.joint" in parent.data.metrics
+    assert parent.data.tags["experiment"] == "synthetic-cpu" and "delta_vs_control.joint" in parent.data.metrics
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    models = ["pix2pix", "unet_l1", "unet_ce", "mean", "learned", "joint"]
+    models = ["pix2pix", "unet_l1", "unet_ce", "mean", "learned", "control", "joint"]
     assert {f"evaluate/{m}" for m in models} | {"train/pix2pix", "ensemble/mean", "ensemble/joint", "report"} \
         <= set(children)
     for model in models:
@@ -107,7 +107,7 @@ def test_changing_one_member_reruns_only_what_depends_on_it(study):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = run(["dvc", "repro"], root).stdout
     stages = ran_stages(output)
-    assert {"train@unet_l1-0", "predict@unet_l1-0", "ensemble@joint-0", "evaluate@0", "report"} <= stages
+    assert {"train@unet_l1-0", "predict@unet_l1-0", "ensemble@0", "evaluate@0", "report"} <= stages
     assert not {"prepare", "train@pix2pix-0", "train@unet_ce-0", "predict@pix2pix-0", "predict@unet_ce-0"} & stages
 
 

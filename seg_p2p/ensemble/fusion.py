@@ -1,11 +1,11 @@
 """The learned combiner, alone (frozen stacking) and with its members (joint, end-to-end).
 
 `JointEnsemble` is the study's question in code: members and fusion net in one model, trained by
-the same engine as a member. Its loss is the fusion cross-entropy plus every member's own loss
-(pix2pix keeps GAN + lambda*L1, its discriminator stepped in the same loop), and the fusion loss
-back-propagates into every member. It records the gradient norms that reach each member's output from
-the fusion loss and from its own loss, so "does the ensemble actually train the members" is measured,
-not assumed.
+the same engine as a member. The fusion cross-entropy trains the fusion net and, weighted by beta, the
+members; each member's own loss (pix2pix: GAN + lambda*L1, its discriminator stepped in the same loop)
+trains it with weight 1 - beta (balance.py). It records the gradient norms that reach each member's output
+from the fusion loss and from its own loss, and the members' diversity, so "does the ensemble actually
+train the members" is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from seg_p2p.config import Strict
 from seg_p2p.data.spec import IGNORE_INDEX
+from seg_p2p.ensemble.balance import BalanceMode, LossBalancer, route_to_members
 from seg_p2p.models.member import SegModel
 
 GRADIENT_EVERY = 10  # training steps between gradient-norm measurements: they cost a discriminator backward
@@ -94,39 +95,64 @@ class StackingModel(SegModel):
 
 
 class JointEnsemble(SegModel):
-    def __init__(self, members: dict[str, SegModel], num_classes: int, cfg: FusionConfig, discriminator: bool):
+    """Members and fusion net in one model. `beta` and `balance` set how much the fusion loss trains the members
+    (balance.py); the fusion net is always trained by the fusion loss."""
+
+    def __init__(self, members: dict[str, SegModel], num_classes: int, cfg: FusionConfig, discriminator: bool,
+                 beta: float, balance: BalanceMode, balance_lr: float):
         super().__init__()
         self.members = nn.ModuleDict(members)
         if not discriminator:  # the same members, their GAN terms and discriminators removed
             for member in self.members.values():
                 member.drop_discriminator()
         self.fusion = FusionNet(len(members), num_classes, cfg)
-        self.cfg = cfg
-        self.steps = 0
+        self.balancer = LossBalancer(balance, list(members))
+        self.cfg, self.beta, self.balance_lr = cfg, beta, balance_lr
+        self.steps = 0  # training steps so far (checkpointed as extra state: a resumed run measures on the same steps)
 
     def forward(self, batch):
         outputs = {name: member(batch) for name, member in self.members.items()}
         probs = {name: self.members[name].probabilities(out) for name, out in outputs.items()}
-        return {"members": outputs, "probs": probs, "fused": self.fusion(list(probs.values()), batch["photo"])}
+        fused = self.fusion([route_to_members(p, self.beta) for p in probs.values()], batch["photo"])
+        return {"members": outputs, "probs": probs, "fused": fused}
 
     def probabilities(self, output):
         return output["fused"].float().softmax(1)
 
     def generator_losses(self, batch, output):
+        """Minimised: w_f * fusion; per member w_m * ((1 - beta) * own supervised terms + adversarial terms); the
+        balancer's own loss. Logged: each member's own loss unweighted (`own.M`) and the weights (`weight.M`: its
+        supervised terms' w_m * (1 - beta))."""
         fused = fusion_loss(output["fused"], batch["mask"])
-        losses, own = {"loss_fusion_ce": fused}, {}
-        for name, member in self.members.items():
-            own[name] = member.generator_losses(batch, output["members"][name])
-            losses.update({f"{key}.{name}": value for key, value in own[name].items()})
+        terms = {name: member.generator_losses(batch, output["members"][name]) for name, member in self.members.items()}
+        own = {name: sum(value for key, value in member_terms.items() if key.startswith("loss_"))
+               for name, member_terms in terms.items()}
+        weights, losses = self.balancer(fused, own)
+        losses["loss_fusion_ce"] = weights["fusion"] * fused
+        for name, member_terms in terms.items():
+            adversarial = self.members[name].adversarial_losses
+            for key, value in member_terms.items():
+                if not key.startswith("loss_"):
+                    losses[f"{key}.{name}"] = value
+                elif key in adversarial:  # the discriminator's say: kept at every beta (the study's question)
+                    losses[f"{key}.{name}"] = weights[name] * value
+                elif self.beta < 1:  # at beta = 1 the member's own supervised loss is only logged (own.M)
+                    losses[f"{key}.{name}"] = (1 - self.beta) * weights[name] * value
+            losses[f"own.{name}"] = own[name].detach()
+            if self.balancer.mode != "none":
+                losses[f"weight.{name}"] = ((1 - self.beta) * weights[name]).detach()
+        if self.balancer.mode != "none":
+            losses["weight.fusion"] = weights["fusion"].detach()
         if torch.is_grad_enabled():
             self.steps += 1
             if self.steps % GRADIENT_EVERY == 1:  # the first step, then every GRADIENT_EVERY
-                losses.update(self._gradient_norms(fused, own, output["members"]))
+                losses.update(self._gradient_norms(losses, output["members"]))
         return losses
 
     @staticmethod
-    def _gradient_norms(fused: torch.Tensor, own: dict[str, dict], outputs: dict[str, torch.Tensor]) -> dict:
-        """Norms of the gradients that the fusion loss and each member's own loss send to its output.
+    def _gradient_norms(losses: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict:
+        """Norms of the gradients that reach each member's output from the fusion loss and from its own terms, as
+        weighted in this step (beta and the balancing included; the control's fusion share is exactly 0).
 
         Measured at the member's output (its raw colours or logits), where both arrive in the same space:
         their ratio says how much the ensemble, rather than the member's own objective, trains it. (At the
@@ -135,13 +161,34 @@ class JointEnsemble(SegModel):
         (+12% of a joint step at 64 px on a CPU), hence only every GRADIENT_EVERY steps.
         """
         names = list(outputs)
-        from_fusion = torch.autograd.grad(fused, [outputs[name] for name in names], retain_graph=True)
+        from_fusion = torch.autograd.grad(losses["loss_fusion_ce"], [outputs[name] for name in names],
+                                          retain_graph=True, allow_unused=True)
         norms = {}
         for name, grad in zip(names, from_fusion):
-            own_total = sum(value for key, value in own[name].items() if key.startswith("loss_"))
-            (from_own,) = torch.autograd.grad(own_total, outputs[name], retain_graph=True)
-            norms[f"grad_fusion.{name}"], norms[f"grad_own.{name}"] = grad.norm(), from_own.norm()
+            own_terms = [value for key, value in losses.items() if key.startswith("loss_") and key.endswith(f".{name}")]
+            from_own = torch.autograd.grad(sum(own_terms), outputs[name], retain_graph=True,
+                                           allow_unused=True)[0] if own_terms else None
+            norms[f"grad_fusion.{name}"], norms[f"grad_own.{name}"] = (
+                g.norm() if g is not None else outputs[name].new_zeros(()) for g in (grad, from_own))
         return norms
+
+    def pixel_tallies(self, batch, output):
+        """Per member pair, the pixels (void excluded) where the members' labels differ: their diversity. Joint
+        training that colludes raises it on the training images but not on held-out ones (Jeffares et al. 2023)."""
+        valid = batch["mask"] != IGNORE_INDEX
+        labels = {name: probs.argmax(1) for name, probs in output["probs"].items()}
+        names, total = list(labels), valid.sum()
+        tallies = {f"disagreement.{a}_vs_{b}": (((labels[a] != labels[b]) & valid).sum(), total)
+                   for i, a in enumerate(names) for b in names[i + 1:]}
+        if tallies:
+            tallies["diversity"] = (sum(hits for hits, _ in tallies.values()), total * len(tallies))
+        return tallies
+
+    def get_extra_state(self):
+        return {"steps": self.steps}
+
+    def set_extra_state(self, state):
+        self.steps = int(state["steps"])
 
     def discriminator_losses(self, batch, output):
         losses = {}
@@ -166,6 +213,9 @@ class JointEnsemble(SegModel):
             for slot, groups in member.optimizer_groups().items():
                 slots.setdefault(slot, []).extend(groups)
         slots["generator"].append(fusion_group(self.fusion, self.cfg))
+        if self.balancer.mode == "uncertainty":
+            slots["generator"].append({"params": [self.balancer.log_variance], "lr": self.balance_lr,
+                                       "betas": (0.9, 0.999)})
         return slots
 
     def wrap_networks(self, wrap):

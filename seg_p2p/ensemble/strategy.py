@@ -76,7 +76,7 @@ class CombinerKind:
 
     def report_fields(self, strategy: StrategyConfig) -> dict:
         """`curves`: the report plots its training history; `hypothesis`: its row in the end-to-end table
-        (label, baseline, end_to_end, discriminator) or None."""
+        (label, role: stacking | control | end_to_end, discriminator, beta, init, balance) or None."""
         return {"curves": False, "hypothesis": None}
 
 
@@ -115,6 +115,16 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     if name in cfg.members:
         raise UserError(f"{path}: strategy name '{name}' is also a member name; rename the file")
     return strategy.model_copy(update={"members": members})
+
+
+def check_strategies(cfg: Config, folder: Path, source: Path) -> None:
+    """Every strategy `source` (params.yaml or an experiment file) names exists and is valid, before any stage runs."""
+    for name in cfg.strategies:
+        if not (folder / f"{name}.yaml").exists():
+            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+            raise UserError(f"{source}: strategies: '{name}' has no {folder / f'{name}.yaml'} (known: {known}); "
+                            "fix the name or add the file")
+        load_strategy(cfg, name, folder)
 
 
 def probs_path(runs_dir: Path, member: str, split: str) -> Path:

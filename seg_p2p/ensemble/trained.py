@@ -1,5 +1,7 @@
 """Combiners with weights: frozen stacking (a fusion net fitted on the members' stored val probabilities) and
-joint (members and fusion net trained end-to-end, discriminators in the loop): the study's question.
+joint (members and fusion net trained in one loop, discriminators in it): the study's question. A joint strategy
+with beta = 0 is the compute-matched control of every joint strategy with the same init: the same loop, epochs and
+batches, the fusion loss's gradient into the members stopped.
 
 Both train with the one engine (engine.fit) and predict the test split like a member. A run whose loss turns
 NaN/inf is a finding, not a crash: it is recorded as diverged and predicted from its last good checkpoint.
@@ -8,15 +10,19 @@ NaN/inf is a finding, not a crash: it is recorded as diverged and predicted from
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveFloat
+from torch.utils.data import Subset
 
 from seg_p2p.atomic import write_json
 from seg_p2p.checkpoint import load_weights
 from seg_p2p.device import select_device
 from seg_p2p.engine import Job, TrainingDiverged, fit
+from seg_p2p.ensemble.balance import BalanceMode
 from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
 from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, StrategyConfig, StrategyRun, member_probs,
                                        members_cost, probs_path, register_combiner, weights_path)
@@ -36,13 +42,27 @@ class StackingSettings(StrategyConfig):
 class JointSettings(StackingSettings):
     discriminator: bool = True  # keep the members' discriminators in the loop
     init: Literal["scratch", "members"] = "scratch"  # from random weights, or fine-tune the trained members
+    beta: Annotated[float, Field(ge=0, le=1)] = 0.5  # weight of the fusion loss in the members' gradient
+    balance: BalanceMode = "normalise"  # how own and fusion losses are put on one scale (balance.py)
+    balance_lr: PositiveFloat = 0.01  # Adam lr of `uncertainty`'s log-variances (they move by log loss ratios)
+
+
+@dataclass
+class TrainingSetup:
+    """What a trained kind hands the engine: the model, its splits and the member files the run reads."""
+
+    model: object  # SegModel
+    train: object
+    val: object  # None: no validation
+    test: object
+    inputs: list[Path] = field(default_factory=list)
+    monitor: object = None  # fixed training images scored every epoch (engine.Job.monitor)
 
 
 class TrainedCombiner(CombinerKind):
     trained = True
 
-    def setup(self, job: StrategyRun) -> tuple:
-        """(model, train set, val set or None, test set, member files the run reads)."""
+    def setup(self, job: StrategyRun) -> TrainingSetup:
         raise NotImplementedError
 
     def run(self, job: StrategyRun) -> None:
@@ -50,15 +70,16 @@ class TrainedCombiner(CombinerKind):
         epochs = {key: getattr(strategy, key) for key in ("n_epochs", "n_epochs_decay")
                   if getattr(strategy, key) is not None}
         settings = cfg.train.model_copy(update=epochs)
-        model, train_set, val_set, test_set, member_inputs = self.setup(job)
+        setup = self.setup(job)
+        model = setup.model
         identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
                                settings.model_dump(), cfg.data.model_dump(), job.seed, code=__name__,
-                               inputs=job.data.files() + member_inputs)
+                               inputs=job.data.files() + setup.inputs)
         out = job.out_dir / "train"
         with job.tracker(defer=True) as tracker:
             try:
-                fit(model, train_set, val_set, Job(settings, job.seed, out, tracker, identity, spec.palette,
-                                                   spec.num_classes))
+                fit(model, setup.train, setup.val, Job(settings, job.seed, out, tracker, identity, spec.palette,
+                                                       spec.num_classes, setup.monitor))
             except TrainingDiverged as exc:
                 if not (out / "checkpoints" / "best.pt").exists():
                     raise UserError(f"{exc} (before any checkpoint: nothing to evaluate)") from None
@@ -68,16 +89,17 @@ class TrainedCombiner(CombinerKind):
             load_weights(model, out / "checkpoints" / "best.pt")
             device = select_device(cfg.train.device)
             model.to(device)
-            predict_split(model, test_set, cfg.train.batch_size, device, job.out_dir / "predict", "test",
+            predict_split(model, setup.test, cfg.train.batch_size, device, job.out_dir / "predict", "test",
                           job.data.names("test"), spec.num_classes, job.name)
 
 
-def _dataset(job: StrategyRun, split: str):
+def _dataset(job: StrategyRun, split: str, jitter: bool | None = None):
     """A split as members see it: the training jitter on train, the evaluation resize elsewhere."""
     from seg_p2p.data.dataset import SegmentationDataset
     from seg_p2p.data.transforms import build_transform
 
-    return SegmentationDataset(job.data, split, build_transform(job.cfg.data, train=split == "train"), job.seed)
+    train = split == "train" if jitter is None else jitter
+    return SegmentationDataset(job.data, split, build_transform(job.cfg.data, train=train), job.seed)
 
 
 class Stacking(TrainedCombiner):
@@ -91,7 +113,7 @@ class Stacking(TrainedCombiner):
         model = StackingModel(len(members), job.data.spec.num_classes, job.strategy.fusion)
         train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val"), _dataset(job, "val"))
         test_set = ProbabilityDataset(member_probs(job.runs_dir, members, "test"), _dataset(job, "test"))
-        return model, train_set, None, test_set, [probs_path(job.runs_dir, m, "val") for m in members]
+        return TrainingSetup(model, train_set, None, test_set, [probs_path(job.runs_dir, m, "val") for m in members])
 
     def cost(self, inputs: CostInputs) -> dict:
         cost = members_cost(inputs)
@@ -107,8 +129,8 @@ class Stacking(TrainedCombiner):
                                                        + fusion["inference_ms_per_image"], 3)}
 
     def report_fields(self, strategy):
-        return {"curves": False, "hypothesis": {"label": "frozen stacking", "baseline": True, "end_to_end": False,
-                                                "discriminator": None}}
+        return {"curves": False, "hypothesis": {"label": "frozen stacking", "role": "stacking", "discriminator": None,
+                                                "beta": None, "init": None, "balance": None}}
 
 
 class _FusionProbe(torch.nn.Module):
@@ -130,7 +152,8 @@ class Joint(TrainedCombiner):
 
     def build(self, cfg, strategy, spec) -> tuple[JointEnsemble, dict]:
         members = {m: build_member(cfg, m, spec) for m in strategy.members}
-        return JointEnsemble(members, spec.num_classes, strategy.fusion, strategy.discriminator), members
+        return JointEnsemble(members, spec.num_classes, strategy.fusion, strategy.discriminator, strategy.beta,
+                             strategy.balance, strategy.balance_lr), members
 
     def setup(self, job):
         model, members = self.build(job.cfg, job.strategy, job.data.spec)
@@ -139,7 +162,10 @@ class Joint(TrainedCombiner):
             member_inputs = [weights_path(job.runs_dir, m) for m in job.strategy.members]
             for member, weights in zip(members.values(), member_inputs):
                 load_weights(member, weights)
-        return model, _dataset(job, "train"), _dataset(job, "val"), _dataset(job, "test"), member_inputs
+        val, unjittered = _dataset(job, "val"), _dataset(job, "train", jitter=False)
+        # As many training images as val, without the jitter: diversity on both, epoch by epoch, shows collusion.
+        monitor = Subset(unjittered, range(min(len(val), len(unjittered))))
+        return TrainingSetup(model, _dataset(job, "train"), val, _dataset(job, "test"), member_inputs, monitor)
 
     def cost(self, inputs: CostInputs) -> dict:
         joint, _ = self.build(inputs.cfg, inputs.strategy, inputs.spec)
@@ -148,9 +174,13 @@ class Joint(TrainedCombiner):
         return {"params": role_counts(joint), **measured}
 
     def report_fields(self, strategy):
-        with_d = strategy.discriminator
-        return {"curves": True, "hypothesis": {"label": f"end-to-end, {'with' if with_d else 'no'} discriminator",
-                                               "baseline": False, "end_to_end": True, "discriminator": with_d}}
+        role = "control" if strategy.beta == 0 else "end_to_end"
+        label = (f"{'control' if role == 'control' else 'end-to-end'}, β = {strategy.beta:g}, "
+                 f"{'with' if strategy.discriminator else 'no'} D, "
+                 f"{'from scratch' if strategy.init == 'scratch' else 'fine-tuned'}")
+        return {"curves": True, "hypothesis": {"label": label, "role": role, "discriminator": strategy.discriminator,
+                                               "beta": strategy.beta, "init": strategy.init,
+                                               "balance": strategy.balance}}
 
 
 register_combiner("learned", Stacking())

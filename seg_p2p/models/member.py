@@ -17,6 +17,7 @@ from torch import nn
 
 class SegModel(nn.Module):
     dropout_at_test = False
+    adversarial_losses: tuple[str, ...] = ()  # generator loss keys that need the discriminator (kept at any beta)
 
     def forward(self, batch: dict):
         raise NotImplementedError
@@ -29,6 +30,10 @@ class SegModel(nn.Module):
         raise NotImplementedError
 
     def discriminator_losses(self, batch: dict, output) -> dict[str, torch.Tensor]:
+        return {}
+
+    def pixel_tallies(self, batch: dict, output) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Diagnostics scored per epoch on held-out and training images: name -> (count, out of); {} for none."""
         return {}
 
     def networks(self) -> dict[str, nn.Module]:

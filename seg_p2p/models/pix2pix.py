@@ -76,6 +76,8 @@ def build_generator(cfg: GeneratorConfig, head: LabelHead, image_size: int):
 
 
 class Pix2Pix(SegModel):
+    adversarial_losses = ("loss_g_gan",)
+
     def __init__(self, cfg: Pix2PixConfig | UnetL1Config, palette, image_size: int):
         super().__init__()
         self.cfg = cfg

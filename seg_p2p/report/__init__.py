@@ -14,14 +14,15 @@ import jinja2
 
 from seg_p2p.atomic import write_json, write_text
 from seg_p2p.config import Config
-from seg_p2p.report.figures import per_class_figure, qualitative_figure, training_curves_figure
+from seg_p2p.report.figures import beta_figure, per_class_figure, qualitative_figure, training_curves_figure
 from seg_p2p.report.numbers import BOOTSTRAP_SAMPLES, mean_std
 from seg_p2p.report.study import Study, load_study
-from seg_p2p.report.tables import (best_member, ensembles_table, hypothesis_rows, hypothesis_table, members_table,
-                                   per_class_table, write_table)
-from seg_p2p.report.verdict import discriminator_sentence, end_to_end_sentence, gradient_sentence, subject
+from seg_p2p.report.tables import (beta_points, best_member, ensembles_table, hypothesis_rows, hypothesis_table,
+                                   members_table, per_class_table, signals_table, write_table)
+from seg_p2p.report.verdict import (MIN_SEEDS, discriminator_sentence, diversity_sentence, pays_sentence, subject,
+                                    trainable_sentence)
 
-__all__ = ["write_report", "headline_metrics", "load_study", "hypothesis_rows", "end_to_end_sentence", "subject"]
+__all__ = ["write_report", "headline_metrics", "load_study", "hypothesis_rows", "subject"]
 
 # Markdown, not HTML: nothing to escape. StrictUndefined so a misspelt variable fails instead of vanishing.
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -39,18 +40,26 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
         "members": write_table(out_dir, "members", *members_table(study)),
         "ensembles": write_table(out_dir, "ensembles", *ensembles_table(study, best)),
         "hypothesis": write_table(out_dir, "hypothesis", *hypothesis_table(rows)),
+        "signals": write_table(out_dir, "training_signals", *signals_table(study, rows)),
         "per_class_iou": write_table(out_dir, "per_class_iou", per_class_numeric, per_class_shown),
     }
+    points = beta_points(rows)
+    write_text(out_dir / "beta.csv", points.to_csv(index=False))
+    if len(points):
+        references = {f"best member ({best})": mean_std(study.values(best, "miou"))[0]}
+        references |= {f"frozen stacking ({r['strategy']})": r["miou_mean"] for r in rows if r["role"] == "stacking"}
+        beta_figure(points, references, out_dir / "beta.png")
     qualitative_figure(study, out_dir / "qualitative.png")
     per_class_figure(study, per_class_numeric, out_dir / "per_class_iou.png")
     training_curves_figure(study, out_dir / "training_curves.png")
 
+    who = subject(study)
     text = _TEMPLATES.get_template("conclusion.md.j2").render(
         name=cfg.name, dataset=study.dataset, seeds=", ".join(map(str, study.seeds)), first_seed=study.seeds[0],
-        n_test=study.n_test, n_classes=len(study.classes), tables=tables, best=best,
-        bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows),
-        end_to_end=end_to_end_sentence(rows, subject(study)), discriminator=discriminator_sentence(study, rows),
-        gradient=gradient_sentence(study))
+        n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, n_classes=len(study.classes),
+        tables=tables, best=best, bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows), subject=who,
+        beta_figure=bool(len(points)), trainable=trainable_sentence(rows, who), pays=pays_sentence(rows),
+        discriminator=discriminator_sentence(study, rows, who), diversity=diversity_sentence(rows))
     path = out_dir / "conclusion.md"
     write_text(path, text)
     write_json(out_dir / "summary.json", headline_metrics(study, rows))
@@ -60,8 +69,8 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
 
 
 def headline_metrics(study: Study, rows: list[dict]) -> dict[str, float]:
-    """Test mIoU of every model and the deltas against the hypothesis baseline (means over seeds): the parent
+    """Test mIoU of every model and each end-to-end run's delta against its control (means over seeds): the parent
     MLflow run's metrics, so DVC experiments compare side by side in MLflow."""
     metrics = {f"test_miou.{model}": mean_std(study.values(model, "miou"))[0] for model in study.models}
-    metrics |= {f"delta_vs_{r['versus']}.{r['strategy']}": r["delta"]["delta"] for r in rows if r["delta"]}
+    metrics |= {f"delta_vs_control.{r['strategy']}": r["delta_control"]["delta"] for r in rows if r["delta_control"]}
     return metrics

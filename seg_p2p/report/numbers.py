@@ -1,4 +1,4 @@
-"""Means over seeds, their text, and paired mIoU differences with a bootstrap interval.
+"""Means over seeds, their text, and paired mIoU differences with an interval over seeds and images.
 
 One place for the formatting so the tables and the verdict sentences print a number the same way.
 """
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from seg_p2p.metrics import bootstrap_delta
+from seg_p2p.metrics import bootstrap_samples
 from seg_p2p.report.study import Study
 
 BOOTSTRAP_SAMPLES = 1000
@@ -37,10 +37,29 @@ def fmt_delta(delta: dict | None) -> str:
 
 
 def paired_delta(study: Study, a: str, b: str) -> dict:
-    """mIoU(a) - mIoU(b) with its 95% interval, bootstrapped per seed and averaged over seeds."""
-    per_seed = [bootstrap_delta(study.confusion(a, i), study.confusion(b, i), BOOTSTRAP_SAMPLES, seed=i)
+    """mIoU(a) - mIoU(b): the mean over seeds of each seed's difference on the test images, with a 95% two-level
+    bootstrap interval: seeds resampled with replacement, then the test images within each drawn seed (the same
+    images for both models), so the interval covers training randomness and the test set alike."""
+    per_seed = [bootstrap_samples(study.confusion(a, i), study.confusion(b, i), BOOTSTRAP_SAMPLES, seed=i)
                 for i in range(len(study.seeds))]
-    return {key: float(np.mean([d[key] for d in per_seed])) for key in ("delta", "low", "high")}
+    deltas = [delta for delta, _ in per_seed]
+    draws = np.stack([samples for _, samples in per_seed])  # (seeds, BOOTSTRAP_SAMPLES)
+    rng = np.random.default_rng(len(deltas))
+    seeds = rng.integers(len(deltas), size=(BOOTSTRAP_SAMPLES, len(deltas)))
+    images = rng.integers(BOOTSTRAP_SAMPLES, size=(BOOTSTRAP_SAMPLES, len(deltas)))  # an image resample per draw
+    low, high = np.percentile(draws[seeds, images].mean(1), [2.5, 97.5])
+    return {"delta": float(np.mean(deltas)), "low": float(low), "high": float(high), "seeds": len(deltas)}
+
+
+def seed_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval over seeds (nan bounds with fewer than two seeds)."""
+    from scipy.stats import t
+
+    mean = float(np.mean(values)) if values else math.nan
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
 
 
 def stat(row: dict, shown: dict, key: str, label: str, values: list[float], digits: int = 3) -> None:

@@ -1,9 +1,9 @@
 """The study as files on disk: every input of the report, checked before any number is computed.
 
 The report reads only what the pipeline wrote, so a missing or stale file is the user's to fix by
-rerunning a stage; each check names the file and that stage. What a model is (trained with curves,
-part of the hypothesis, the baseline) comes from its evaluate record, never from its file name, so a
-new strategy file takes its place in the report without a change here.
+rerunning a stage; each check names the file and that stage. What a model is (trained with curves, its
+role in the question: stacking, control, end-to-end) comes from its evaluate record, never from its file
+name, so a new strategy file takes its place in the report without a change here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from seg_p2p.layout import model_dir
 RECORD_KEYS = ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
                "train_seconds", "seconds_per_step", "diverged", "curves", "hypothesis")
 PARAM_KEYS = ("generator", "discriminator", "training", "inference")
-HYPOTHESIS_KEYS = ("label", "baseline", "end_to_end", "discriminator")
+HYPOTHESIS_KEYS = ("label", "role", "discriminator", "beta", "init", "balance")
 
 
 def require(path: Path, stage: str) -> Path:

@@ -1,7 +1,8 @@
-"""The report's four tables, each twice: exact numbers (CSV) and as shown (LaTeX, markdown).
+"""The report's tables, each twice: exact numbers (CSV) and as shown (LaTeX, markdown).
 
-The hypothesis table's rows, baseline and labels come from the strategies' evaluate records, so any
-strategy that declares a role in the end-to-end question is tabulated whatever its file is called.
+The hypothesis table's rows, controls and labels come from the strategies' evaluate records (role, beta,
+discriminator, init), so any strategy that declares a role in the end-to-end question is tabulated, and
+compared against its compute-matched control, whatever its file is called.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from seg_p2p.atomic import write_text
-from seg_p2p.report.numbers import diverged, fmt, fmt_delta, mean_std, millions, paired_delta, stat
+from seg_p2p.report.numbers import diverged, fmt, fmt_delta, mean_std, millions, paired_delta, seed_interval, stat
 from seg_p2p.report.study import Study
 
 LATEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--"}
@@ -60,49 +62,135 @@ def ensembles_table(study: Study, best: str) -> tuple[pd.DataFrame, pd.DataFrame
     return pd.DataFrame(rows), pd.DataFrame(shown_rows)
 
 
+def _control_for(study: Study, tested: list[str], strategy: str) -> str | None:
+    """A row's compute-matched control: the beta = 0 run with the same init (and the same discriminator setting
+    where the study has one); None for the controls themselves, frozen stacking, or when the study has none."""
+    role = study.hypothesis(strategy)
+    if role["role"] != "end_to_end":
+        return None
+    controls = [s for s in tested if study.hypothesis(s)["role"] == "control"
+                and study.hypothesis(s)["init"] == role["init"]]
+    same_d = [s for s in controls if study.hypothesis(s)["discriminator"] == role["discriminator"]]
+    return (same_d or controls or [None])[0]
+
+
 def hypothesis_rows(study: Study) -> list[dict]:
-    """The numbers behind table 3 and the verdict: one dict per strategy whose record declares a hypothesis
-    role, in the order of cfg.strategies, each compared against the first baseline (`versus`)."""
+    """The numbers behind tables 3 and 3b, the beta figure and the verdict: one dict per strategy whose record
+    declares a role in the question (stacking, control, end_to_end), in the order of cfg.strategies."""
     tested = [s for s in study.strategies if study.hypothesis(s) is not None]
-    baseline = next((s for s in tested if study.hypothesis(s)["baseline"]), None)
+    stacking = next((s for s in tested if study.hypothesis(s)["role"] == "stacking"), None)
     rows = []
     for strategy in tested:
         role = study.hypothesis(strategy)
         first = study.evals[strategy][0]
+        control = _control_for(study, tested, strategy)
         n_diverged, unrecorded, runs = diverged(study, strategy)
-        compare = baseline is not None and strategy != baseline
         miou_mean, miou_std = mean_std(study.values(strategy, "miou"))
-        rows.append({"strategy": strategy, "role": role["label"], "end_to_end": bool(role["end_to_end"]),
-                     "discriminator": role["discriminator"], "versus": baseline,
-                     "versus_label": study.hypothesis(baseline)["label"] if baseline else None,
-                     "miou_mean": miou_mean, "miou_std": miou_std,
-                     "delta": paired_delta(study, strategy, baseline) if compare else None,
+        rows.append({"strategy": strategy, **role, "control": control, "stacking": stacking,
+                     "miou": study.values(strategy, "miou"), "miou_mean": miou_mean, "miou_std": miou_std,
+                     "delta_control": paired_delta(study, strategy, control) if control else None,
+                     "delta_stacking": paired_delta(study, strategy, stacking)
+                     if stacking and strategy != stacking else None,
                      "diverged": n_diverged, "unrecorded": unrecorded, "runs": runs,
+                     "collapsed": sum(r.get("discriminator_collapse") is True for r in study.evals[strategy]),
+                     "signals": training_signals(study, strategy) if study.curves(strategy) else None,
                      "params_training": first["params"]["training"],
                      "params_inference": first["params"]["inference"],
                      "seconds_per_step": mean_std(study.values(strategy, "seconds_per_step"))})
     return rows
 
 
+def _last_measured(history: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """The last epoch's values of columns measured on some epochs or steps only."""
+    return history[columns].dropna().iloc[-1]
+
+
+def training_signals(study: Study, strategy: str) -> dict:
+    """What the joint runs record about how the members were trained (mean over seeds): the share of the gradient
+    norm reaching each member's output that comes from the fusion loss (last measurement), and the members'
+    diversity on the monitored training images and on val at the first and the last epoch."""
+    histories = [study.history(strategy, seed) for seed in study.seeds]
+    shares = {}
+    for member in study.members:
+        columns = [f"grad_fusion.{member}", f"grad_own.{member}"]
+        if all(c in histories[0] for c in columns):
+            last = [_last_measured(h, columns) for h in histories]
+            shares[member] = float(np.mean([f / (f + o) if f + o > 0 else math.nan for f, o in last]))
+    diversity = {}
+    for split in ("train", "val"):
+        column = f"{split}_diversity"
+        if column in histories[0]:
+            values = [h[column].dropna() for h in histories]
+            diversity[split] = (float(np.mean([v.iloc[0] for v in values])),
+                                float(np.mean([v.iloc[-1] for v in values])))
+    return {"fusion_share": shares, "diversity": diversity}
+
+
+def _yes_no(value) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
 def hypothesis_table(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    versus = (rows[0]["versus"] if rows else None) or "baseline"
     numeric, shown = [], []
+    nan_delta = {"delta": math.nan, "low": math.nan, "high": math.nan}
     for r in rows:
-        delta = r["delta"] or {"delta": math.nan, "low": math.nan, "high": math.nan}
-        numeric.append({"strategy": r["strategy"], "role": r["role"], "miou_mean": r["miou_mean"],
-                        "miou_std": r["miou_std"], f"delta_vs_{versus}": delta["delta"], "delta_low": delta["low"],
-                        "delta_high": delta["high"], "diverged": r["diverged"], "diverged_unrecorded": r["unrecorded"],
-                        "runs": r["runs"], "params_training": r["params_training"],
-                        "params_inference": r["params_inference"], "seconds_per_step_mean": r["seconds_per_step"][0],
+        control, stacking = r["delta_control"] or nan_delta, r["delta_stacking"] or nan_delta
+        numeric.append({"strategy": r["strategy"], "role": r["role"], "beta": r["beta"],
+                        "discriminator": r["discriminator"], "init": r["init"], "balance": r["balance"],
+                        "miou_mean": r["miou_mean"], "miou_std": r["miou_std"],
+                        "control": r["control"], "delta_vs_control": control["delta"],
+                        "delta_vs_control_low": control["low"], "delta_vs_control_high": control["high"],
+                        "delta_vs_stacking": stacking["delta"], "delta_vs_stacking_low": stacking["low"],
+                        "delta_vs_stacking_high": stacking["high"], "diverged": r["diverged"],
+                        "diverged_unrecorded": r["unrecorded"], "collapsed": r["collapsed"], "runs": r["runs"],
+                        "params_training": r["params_training"], "params_inference": r["params_inference"],
+                        "seconds_per_step_mean": r["seconds_per_step"][0],
                         "seconds_per_step_std": r["seconds_per_step"][1]})
         unrecorded = f" ({r['unrecorded']} not recorded)" if r["unrecorded"] else ""
-        shown.append({"strategy": r["strategy"], "training": r["role"], "mIoU": fmt(r["miou_mean"], r["miou_std"]),
-                      f"Δ mIoU vs {versus} [95% interval]": fmt_delta(r["delta"]),
+        shown.append({"strategy": r["strategy"], "training": r["label"],
+                      "β": "—" if r["beta"] is None else f"{r['beta']:g}", "D": _yes_no(r["discriminator"]),
+                      "mIoU": fmt(r["miou_mean"], r["miou_std"]),
+                      "Δ vs control [95%]": fmt_delta(r["delta_control"])
+                      + (f" ({r['control']})" if r["control"] else ""),
+                      "Δ vs frozen stacking [95%]": fmt_delta(r["delta_stacking"]),
                       "diverged": f"{r['diverged']}/{r['runs']}{unrecorded}",
-                      "training params (M)": millions(r["params_training"]),
-                      "inference params (M)": millions(r["params_inference"]),
-                      "s / step": fmt(*r["seconds_per_step"])})
+                      "D collapsed": f"{r['collapsed']}/{r['runs']}" if r["discriminator"] else "—",
+                      "training params (M)": millions(r["params_training"]), "s / step": fmt(*r["seconds_per_step"])})
     return pd.DataFrame(numeric), pd.DataFrame(shown)
+
+
+def signals_table(study: Study, rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 3b: per joint strategy, the fusion loss's share of each member's gradient and the diversity."""
+    numeric, shown = [], []
+    for r in (r for r in rows if r["signals"]):
+        signals = r["signals"]
+        row, text = {"strategy": r["strategy"]}, {"strategy": r["strategy"]}
+        for member in study.members:
+            share = signals["fusion_share"].get(member, math.nan)
+            row[f"fusion_share.{member}"] = share
+            text[f"fusion share: {member}"] = fmt(share, digits=2)
+        for split, label in (("train", "train images"), ("val", "val")):
+            first, last = signals["diversity"].get(split, (math.nan, math.nan))
+            row |= {f"diversity_{split}_first": first, f"diversity_{split}_last": last}
+            text[f"diversity, {label} (first → last epoch)"] = f"{fmt(first)} → {fmt(last)}"
+        numeric.append(row)
+        shown.append(text)
+    return pd.DataFrame(numeric), pd.DataFrame(shown)
+
+
+def beta_points(rows: list[dict]) -> pd.DataFrame:
+    """The beta figure's numbers: fine-tuned joint runs (controls included), mIoU mean and 95% t-interval over
+    seeds, per beta and discriminator setting."""
+    points = []
+    for r in rows:
+        if r["role"] in ("control", "end_to_end") and r["init"] == "members":
+            mean, low, high = seed_interval(r["miou"])
+            points.append({"strategy": r["strategy"], "beta": r["beta"], "discriminator": r["discriminator"],
+                           "balance": r["balance"], "seeds": len(r["miou"]), "miou_mean": mean, "miou_low": low,
+                           "miou_high": high})
+    return pd.DataFrame(points, columns=["strategy", "beta", "discriminator", "balance", "seeds", "miou_mean",
+                                         "miou_low", "miou_high"]).sort_values(["discriminator", "beta"],
+                                                                               ascending=[False, True])
 
 
 def per_class_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:

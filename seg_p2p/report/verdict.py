@@ -1,17 +1,17 @@
 """The verdict in words, generated from the same numbers and intervals as the tables.
 
-Sentences are built here rather than written by hand so the words can never disagree with table 3.
-Which run answers which question is read from the rows' roles (end-to-end, with or without the
-discriminator), never from strategy names; a missing run is described by the role it would have played.
+Sentences are built here rather than written by hand so the words can never disagree with table 3. It answers in
+three parts: (a) can the adversarial members be trained end-to-end at all, (b) does it pay against the
+compute-matched control, (c) what the discriminator does. Which run answers which part is read from the rows'
+roles (stacking, control, end_to_end; beta, discriminator, init), never from strategy names.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from seg_p2p.report.numbers import fmt, paired_delta
 from seg_p2p.report.study import Study
+
+MIN_SEEDS = 3  # fewer seeds than this and no difference is called: the verdict says "not conclusive"
 
 
 def subject(study: Study) -> str:
@@ -20,91 +20,122 @@ def subject(study: Study) -> str:
     return ", ".join(named) if named else "the members"
 
 
-def _end_to_end(rows: list[dict], discriminator: bool) -> dict | None:
-    return next((r for r in rows if r["end_to_end"] and r["discriminator"] is discriminator), None)
-
-
-def _delta_words(delta: dict) -> str:
+def delta_words(delta: dict) -> str:
     excludes = delta["low"] > 0 or delta["high"] < 0
     return (f"{delta['delta']:+.3f} mIoU (95% interval [{delta['low']:+.3f}, {delta['high']:+.3f}] "
             f"{'excludes' if excludes else 'includes'} 0)")
 
 
 def effect(delta: dict) -> str:
-    """'helps', 'hurts' or neither, by whether the interval excludes 0 and on which side."""
+    """'helps', 'hurts' or 'is not conclusive (why)': by the interval, never with fewer than MIN_SEEDS seeds."""
+    if delta["seeds"] < MIN_SEEDS:
+        seeds = f"{delta['seeds']} seed{'s' if delta['seeds'] != 1 else ''}"
+        return f"is not conclusive ({seeds}; a verdict needs at least {MIN_SEEDS})"
     if delta["low"] > 0:
         return "helps"
     if delta["high"] < 0:
         return "hurts"
-    return "neither helps nor hurts measurably"
+    return "is not conclusive (the interval includes 0)"
 
 
-def end_to_end_sentence(rows: list[dict], subject: str = "the members") -> str:
-    """Whether `subject` can be trained end-to-end with the other networks, read off the first end-to-end
-    row that keeps the discriminator."""
-    joint = _end_to_end(rows, discriminator=True)
-    if joint is None:
-        return (f"This study has no end-to-end run with the discriminator, so it does not test whether {subject} "
-                "can be trained end-to-end.")
-    name = f"`{joint['strategy']}`"
-    k, unrecorded, n = joint["diverged"], joint["unrecorded"], joint["runs"]
-    if k == n:
-        return (f"No: {subject} could not be trained end-to-end with the other networks here "
-                f"({n} of {n} {name} runs diverged).")
-    miou = fmt(joint["miou_mean"], joint["miou_std"])
-    delta = joint["delta"]
-    versus = f"{_delta_words(delta)} vs {joint['versus_label']}" if delta else \
-        "with no baseline run to compare against"
-    if k == 0:
-        how = "stably" if not unrecorded else "without a recorded divergence"
-        runs = f"0 of {n} runs diverged" + (f", {unrecorded} not recorded" if unrecorded else "")
-        sentence = (f"Yes: {subject} can be trained end-to-end with the other networks: {name} trained {how} "
-                    f"({runs}) and reached {miou} mIoU, {versus}")
-    else:
-        sentence = (f"Only unreliably: trained end-to-end with the other networks, {subject} diverged in {k} of {n} "
-                    f"{name} runs; averaged over all runs, diverged ones included, {name} reached {miou} mIoU, "
-                    f"{versus}")
-    if delta:
-        sentence += f", so end-to-end training {effect(delta)}"
-    return sentence + "."
+def _answer(effect_words: str, helps: str = "Yes", hurts: str = "No, it hurts") -> str:
+    return {"helps": helps, "hurts": hurts}.get(effect_words, "Not conclusive")
 
 
-def _gradient_ratio(history: pd.DataFrame, member: str) -> float:
-    """grad_fusion / grad_own of the last epoch that measured them (they are measured on some steps only)."""
-    last = history[[f"grad_fusion.{member}", f"grad_own.{member}"]].dropna().iloc[-1]
-    return float(last.iloc[0] / last.iloc[1])
+def _describe(row: dict) -> str:
+    init = "from scratch" if row["init"] == "scratch" else "fine-tuned"
+    return f"`{row['strategy']}` (β = {row['beta']:g}, {'with' if row['discriminator'] else 'no'} D, {init})"
 
 
-def gradient_sentence(study: Study) -> str:
-    """How much of each member's training signal comes from the fusion loss in the strategies that train
-    their members (those with curves): the ratio of the gradient norms reaching the member's output
-    (history.csv), mean over seeds."""
-    parts = []
-    for strategy in (s for s in study.strategies if study.curves(s)):
-        histories = [study.history(strategy, seed) for seed in study.seeds]
-        ratios = [f"{member} {np.mean([_gradient_ratio(h, member) for h in histories]):.2f}"
-                  for member in study.members if f"grad_own.{member}" in histories[0]]
-        if ratios:
-            parts.append(f"`{strategy}`: {', '.join(ratios)}")
-    if not parts:
-        return ""
-    return ("Gradient reaching each member's output from the fusion loss, relative to the member's own loss "
-            f"(last epoch): {'; '.join(parts)}. Near 0, the ensemble barely trains that member; above 1, it "
-            "trains it more than the member's own objective does.")
+def _principal(rows: list[dict]) -> dict | None:
+    """The end-to-end run the question is about: the first one that keeps the discriminator and has a control,
+    fine-tuned before from scratch."""
+    candidates = [r for r in rows if r["role"] == "end_to_end" and r["discriminator"] and r["control"]]
+    return next((r for r in candidates if r["init"] == "members"), candidates[0] if candidates else None)
 
 
-def discriminator_sentence(study: Study, rows: list[dict]) -> str:
-    """Whether keeping the discriminator in the end-to-end loop matters: the first end-to-end row with it
-    against the first without it."""
-    with_d, without_d = _end_to_end(rows, discriminator=True), _end_to_end(rows, discriminator=False)
-    if with_d is None or without_d is None:
-        absent = "with" if with_d is None else "without"
-        return f"Whether the discriminator matters is not tested here (no end-to-end run {absent} the discriminator)."
+def trainable_sentence(rows: list[dict], subject: str) -> str:
+    """(a): over every end-to-end run that keeps the discriminator (all seeds), how many diverged or collapsed."""
+    runs = [r for r in rows if r["role"] == "end_to_end" and r["discriminator"]]
+    if not runs:
+        return (f"(a) Is it trainable? Not tested: this study has no end-to-end run with the discriminator in the "
+                f"loop, so it does not say whether {subject} can be trained end-to-end.")
+    n = sum(r["runs"] for r in runs)
+    k = sum(r["diverged"] for r in runs)
+    collapsed = sum(r["collapsed"] for r in runs)
+    unrecorded = sum(r["unrecorded"] for r in runs)
+    names = ", ".join(f"`{r['strategy']}`" for r in runs)
+    answer = "Yes" if k == 0 else ("No" if k == n else "Only unreliably")
+    sentence = (f"(a) Is it trainable? {answer}: {subject} was trained end-to-end with the other networks, its "
+                f"discriminator in the loop, in {n} runs ({names}, every seed); {k} diverged")
+    if unrecorded:
+        sentence += f" ({unrecorded} not recorded)"
+    sentence += (f", and the discriminator collapsed (loss < 1e-3 for the patience window) in {collapsed}."
+                 if collapsed else ", and no discriminator collapsed.")
+    return sentence
+
+
+def pays_sentence(rows: list[dict]) -> str:
+    """(b): the principal end-to-end run against its compute-matched control, the other end-to-end runs after it,
+    and the control against frozen stacking (what more training alone does)."""
+    principal = _principal(rows)
+    if principal is None:
+        return ("(b) Does end-to-end training pay? Not tested: no end-to-end run with the discriminator has a "
+                "compute-matched control (a beta = 0 run with the same init) in this study.")
+    delta = principal["delta_control"]
+    words = effect(delta)
+    sentence = (f"(b) Does end-to-end training pay against the control? {_answer(words)}: {_describe(principal)} "
+                f"vs `{principal['control']}` (β = 0: the same loop, epochs and batches, no gradient from the "
+                f"fusion loss into the members) is {delta_words(delta)} over {delta['seeds']} seeds, so end-to-end "
+                f"training {words}.")
+    others = [r for r in rows if r["role"] == "end_to_end" and r is not principal]
+    parts = [f"{_describe(r)} vs `{r['control']}`: {delta_words(r['delta_control'])}, so it "
+             f"{effect(r['delta_control'])}" if r["delta_control"] else
+             f"{_describe(r)}: no compute-matched control in this study (add a β = 0 run with init {r['init']})"
+             for r in others]
+    if parts:
+        sentence += " Against their controls: " + "; ".join(parts) + "."
+    control = next((r for r in rows if r["strategy"] == principal["control"]), None)
+    if control and control["delta_stacking"]:
+        sentence += (f" More training alone (`{control['strategy']}` vs `{control['stacking']}`, frozen stacking): "
+                     f"{delta_words(control['delta_stacking'])}, so it {effect(control['delta_stacking'])}.")
+    return sentence
+
+
+def discriminator_sentence(study: Study, rows: list[dict], subject: str) -> str:
+    """(c): the principal run against the same training without the discriminator, and how much of the
+    adversarial member's gradient the ensemble supplies."""
+    with_d = _principal(rows) or next((r for r in rows if r["role"] == "end_to_end" and r["discriminator"]), None)
+    without_d = with_d and next((r for r in rows if r["role"] == "end_to_end" and not r["discriminator"]
+                                 and r["beta"] == with_d["beta"] and r["init"] == with_d["init"]), None)
+    if without_d is None:
+        return ("(c) What does the discriminator do? Not tested: no end-to-end pair with and without the "
+                "discriminator at the same β and init in this study.")
     delta = paired_delta(study, with_d["strategy"], without_d["strategy"])
-    opening = {"helps": "The discriminator helps", "hurts": "The discriminator hurts",
-               "neither helps nor hurts measurably": "The discriminator makes no measurable difference"}[effect(delta)]
-    sentence = f"{opening}: `{with_d['strategy']}` vs `{without_d['strategy']}` is {_delta_words(delta)}"
+    words = effect(delta)
+    opening = _answer(words, "It helps", "It hurts")
+    sentence = (f"(c) What does the discriminator do? {opening}: {_describe(with_d)} vs `{without_d['strategy']}` "
+                f"is {delta_words(delta)}, so keeping it {words}")
     if with_d["diverged"] != without_d["diverged"]:
         sentence += (f"; {with_d['diverged']} of {with_d['runs']} runs diverged with it and "
                      f"{without_d['diverged']} of {without_d['runs']} without")
+    shares = (with_d["signals"] or {}).get("fusion_share", {})
+    named = [m for m in subject.split(", ") if m in shares]
+    if named:
+        sentence += (". The fusion loss supplies " + ", ".join(f"{fmt(shares[m], digits=2)} of the gradient norm "
+                                                               f"reaching {m}'s output" for m in named)
+                     + f" in `{with_d['strategy']}` (its own GAN and L1 terms the rest)")
     return sentence + "."
+
+
+def diversity_sentence(rows: list[dict]) -> str:
+    """The collusion signal of the principal run: diversity on the monitored training images against val."""
+    principal = _principal(rows)
+    diversity = ((principal or {}).get("signals") or {}).get("diversity", {})
+    if "train" not in diversity or "val" not in diversity:
+        return ""
+    (train_first, train_last), (val_first, val_last) = diversity["train"], diversity["val"]
+    return (f"Diversity (share of pixels where two members' labels differ, mean over pairs and seeds) in "
+            f"`{principal['strategy']}`: {train_first:.3f} → {train_last:.3f} on training images, "
+            f"{val_first:.3f} → {val_last:.3f} on val, first to last epoch. Members that collude to fit the "
+            "training images raise it there but not on val (Jeffares et al. 2023).")
