@@ -177,7 +177,7 @@ class Joint(TrainedCombiner):
         role = "control" if strategy.beta == 0 else "end_to_end"
         label = (f"{'control' if role == 'control' else 'end-to-end'}, β = {strategy.beta:g}, "
                  f"{'with' if strategy.discriminator else 'no'} D, "
-                 f"{'from scratch' if strategy.init == 'scratch' else 'fine-tuned'}")
+                 f"{'from scratch' if strategy.init == 'scratch' else 'fine-tuned'}, {strategy.balance}")
         return {"curves": True, "hypothesis": {"label": label, "role": role, "discriminator": strategy.discriminator,
                                                "beta": strategy.beta, "init": strategy.init,
                                                "balance": strategy.balance}}

@@ -116,17 +116,19 @@ def training_curves_figure(study: Study, path: Path) -> None:
 
 
 def beta_figure(points: pd.DataFrame, references: dict[str, float], path: Path) -> None:
-    """Test mIoU against beta (fine-tuned joint runs, beta = 0 being the control), one line with and one without
-    the discriminator: mean over seeds with its 95% t-interval; `references` (label -> mIoU) as dashed lines."""
+    """Test mIoU against beta (fine-tuned joint runs, beta = 0 being the control), one line per discriminator setting
+    and balancing mode: mean over seeds with its 95% t-interval; `references` (label -> mIoU) as dashed lines."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    for i, (with_d, group) in enumerate(points.groupby("discriminator", sort=False)):
+    groups = list(points.groupby(["discriminator", "balance"], sort=False))
+    for i, ((with_d, balance), group) in enumerate(groups):
         group = group.sort_values("beta")
         errors = np.vstack([group["miou_mean"] - group["miou_low"], group["miou_high"] - group["miou_mean"]])
-        ax.errorbar(group["beta"], group["miou_mean"], yerr=np.nan_to_num(errors), marker="o", capsize=3,
-                    color=f"C{i}", label="with discriminator" if with_d else "without discriminator")
+        ax.errorbar(group["beta"] + 0.01 * (i - (len(groups) - 1) / 2), group["miou_mean"],  # nudged apart
+                    yerr=np.nan_to_num(errors), marker="o", capsize=3, color=f"C{i}",
+                    label=f"{'with' if with_d else 'without'} discriminator, {balance}")
     for j, (label, value) in enumerate(references.items()):
-        ax.axhline(value, color=f"C{j + 2}", linestyle="--", linewidth=1, label=label)
+        ax.axhline(value, color=f"C{j + len(groups)}", linestyle="--", linewidth=1, label=label)
     ax.set_xlabel("β (weight of the fusion loss in the members' gradient; 0 = control)")
     ax.set_ylabel("test mIoU (mean over seeds, 95% interval)")
     ax.set_xlim(-0.05, 1.05)

@@ -189,8 +189,8 @@ def beta_points(rows: list[dict]) -> pd.DataFrame:
                            "balance": r["balance"], "seeds": len(r["miou"]), "miou_mean": mean, "miou_low": low,
                            "miou_high": high})
     return pd.DataFrame(points, columns=["strategy", "beta", "discriminator", "balance", "seeds", "miou_mean",
-                                         "miou_low", "miou_high"]).sort_values(["discriminator", "beta"],
-                                                                               ascending=[False, True])
+                                         "miou_low", "miou_high"]).sort_values(["discriminator", "balance", "beta"],
+                                                                               ascending=[False, True, True])
 
 
 def per_class_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
