@@ -101,9 +101,6 @@ def all_reduce_mean(value: torch.Tensor, rank: Rank) -> torch.Tensor:
 
 
 def global_mean(value: torch.Tensor) -> torch.Tensor:
-    """The mean of `value` over the processes of a torchrun job; `value` itself in a single process."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
+    """all_reduce_mean for code that is not handed the Rank (a model's loss balancing)."""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return all_reduce_mean(value, Rank(world=world))

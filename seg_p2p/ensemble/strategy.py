@@ -94,11 +94,15 @@ def combiner_kind(strategy: StrategyConfig) -> CombinerKind:
     return COMBINERS[strategy.combiner]
 
 
+def known_strategies(folder: Path) -> str:
+    return ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+
+
 def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     path = folder / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise UserError(f"{path}: no such strategy (known: {known}); add the file or fix the name in strategies:")
+        raise UserError(f"{path}: no such strategy (known: {known_strategies(folder)}); add the file or fix the "
+                        "name in strategies:")
     raw = read_yaml(path)
     if raw.get("combiner") not in COMBINERS:
         got = f"'{raw['combiner']}' is not a combiner kind" if "combiner" in raw else "missing"
@@ -121,9 +125,8 @@ def check_strategies(cfg: Config, folder: Path, source: Path) -> None:
     """Every strategy `source` (params.yaml or an experiment file) names exists and is valid, before any stage runs."""
     for name in cfg.strategies:
         if not (folder / f"{name}.yaml").exists():
-            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-            raise UserError(f"{source}: strategies: '{name}' has no {folder / f'{name}.yaml'} (known: {known}); "
-                            "fix the name or add the file")
+            raise UserError(f"{source}: strategies: '{name}' has no {folder / f'{name}.yaml'} (known: "
+                            f"{known_strategies(folder)}); fix the name or add the file")
         load_strategy(cfg, name, folder)
 
 
