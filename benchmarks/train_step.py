@@ -50,11 +50,12 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from seg_p2p.config import Config, load_config  # noqa: E402
+from seg_p2p.config import Config, InferenceConfig, load_config  # noqa: E402
 from seg_p2p.data.dataset import SegmentationDataset  # noqa: E402
 from seg_p2p.data.prepare import PreparedData, prepare  # noqa: E402
 from seg_p2p.data.spec import DatasetSpec, match_palette  # noqa: E402
 from seg_p2p.data.transforms import build_transform  # noqa: E402
+from seg_p2p.inference import Inference, window_starts  # noqa: E402
 from seg_p2p.metrics import flops_per_image  # noqa: E402
 from seg_p2p.device import Precision, select_device, to_device  # noqa: E402
 from seg_p2p.engine import LOG_EVERY, LossLog, train_step  # noqa: E402
@@ -106,6 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-images", type=int, default=32, help="images per timed data-loading block")
     parser.add_argument("--data-repeats", type=int, default=5, help="interleaved data-loading blocks per way")
     parser.add_argument("--inference-steps", type=int, default=3, help="batches per timed inference block")
+    parser.add_argument("--slide-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"),
+                        help="photo for slide inference, windows of --size (default 512 1024: Cityscapes at half scale)")
+    parser.add_argument("--slide-overlap", type=int, default=None, help="slide window overlap in px (default: size/4)")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="params.yaml to build configs from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -165,7 +169,7 @@ def build_config(args: argparse.Namespace, size: int, batch: int, device: torch.
 
 def our_batches(data: PreparedData, cfg: Config, batch: int, seed: int, pin: bool) -> Iterator[dict]:
     """Endless batches exactly as fit draws them: set_epoch, a seeded permutation, a DataLoader per epoch."""
-    dataset = SegmentationDataset(data, "train", build_transform(cfg.data, train=True), seed)
+    dataset = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
     epoch = 0
     while True:
         dataset.set_epoch(epoch)
@@ -469,7 +473,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
         results[runner.name] = entry
 
     # Inference: ours, batched, no_grad, eval mode, the member's probabilities (what predict writes).
-    eval_set = SegmentationDataset(data, "train", build_transform(cfg.data, train=False), args.seed)
+    eval_set = SegmentationDataset(data, "train", build_transform(cfg, train=False), args.seed)
     eval_batch = to_device(next(iter(DataLoader(eval_set, batch_size=batch))), device, cfg.train.channels_last)
     infer_flops = flops_per_image(model.inference_network(), eval_batch["photo"])
     ours.enter()
@@ -488,6 +492,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
                  "gflop_per_image": rounded(infer_flops / 1e9), "gflop_per_s": rounded(infer_flops * infer_rate / 1e9)}
     if cuda:
         inference["model_flops_utilisation"] = rounded(infer_flops * infer_rate / (args.peak_tflops * 1e12))
+    inference["slide"] = bench_slide(model, cfg, args, precision, ours.enter, sync, infer_rate)
 
     out = {
         "params": parameter_counts(model),
@@ -506,6 +511,31 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def bench_slide(model: SegModel, cfg: Config, args: argparse.Namespace, precision: Precision, enter, sync,
+                resize_rate: float) -> dict:
+    """Slide inference (seg_p2p.inference, what `inference.mode: slide` runs) on one --slide-size photo at its native
+    scale: windows of the crop size, batched by --batch. `window_throughput_vs_whole` = windows/s over the batched
+    whole-image images/s measured just before (same network, same input size): what the sliding costs."""
+    size, (height, width) = cfg.data.crop_size, args.slide_size
+    overlap = size // 4 if args.slide_overlap is None else args.slide_overlap
+    slider = Inference(InferenceConfig(mode="slide", overlap=overlap), size, cfg.train.batch_size)
+    device = next(model.parameters()).device
+    photo = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(args.seed)).to(device) * 2 - 1
+    windows = len(window_starts(height, size, slider.stride)) * len(window_starts(width, size, slider.stride))
+    model.eval()
+
+    def slide() -> None:
+        with torch.no_grad(), precision.autocast():
+            slider.probabilities(model, photo)
+
+    rates = interleaved([Runner("slide", 1, slide, enter)], warmup=1, repeats=3, steps_per_block=1, sync=sync)["slide"]
+    model.train()
+    rate = median(rates)
+    return {"photo": f"{width}x{height}", "window": size, "overlap": overlap, "windows": windows,
+            "batch": cfg.train.batch_size, "images_per_s": rounded(rate),
+            "images_per_s_repeats": [rounded(r) for r in rates], "windows_per_s": rounded(rate * windows), "window_throughput_vs_whole": rounded(rate * windows / resize_rate)}
 
 
 def bench_data(cfg: Config, data: PreparedData, ref_set: ReferenceDataset, args: argparse.Namespace) -> dict:

@@ -90,6 +90,13 @@ def cmd_report(args):
     print(f"conclusion tables: {path}")
 
 
+def cmd_segment(args):
+    from seg_p2p.segment import segment
+
+    segment(_config(args), Path(args.model), args.inputs, Path(args.out), Path(args.data), Path(args.strategies_dir),
+            args.mode, args.tta)
+
+
 def cmd_exp_run(args):
     from seg_p2p.experiments import run_experiment
 
@@ -164,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="+", metavar="DIR", help="instead: one table of the test mIoU of these "
                    "finished reports (reports/<name> folders), one row per study")
     p.set_defaults(func=cmd_report)
+
+    p = with_experiment(sub.add_parser("segment", help="label photos of any size with a trained member or strategy"))
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
+    p.add_argument("--model", required=True, help="runs/seed<K>/members/<member> or runs/seed<K>/ensembles/<strategy>")
+    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_colour.png, <stem>_overlay.png")
+    p.add_argument("--data", default="data/prepared", help="the prepared dataset the model was trained on "
+                   "(its classes and colours; default: data/prepared)")
+    p.add_argument("--mode", choices=["resize", "slide"], help="inference mode (default: inference.mode)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored photo (inference.flip_tta)")
+    p.add_argument("--strategies-dir", default="ensembles")
+    p.set_defaults(func=cmd_segment)
 
     exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
     p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")

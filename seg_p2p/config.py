@@ -37,8 +37,9 @@ class DataConfig(Strict):
     dataset: str = "synthetic"  # synthetic, a built-in spec (facades, camvid, cityscapes) or a spec YAML path
     root: str | None = None  # folder of the raw dataset; unused for synthetic
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # carved from train when there is no val split
-    load_size: PositiveInt = 72  # pix2pix jitter: resize to load_size ...
-    crop_size: PositiveInt = 64  # ... then random crop; evaluation resizes to crop_size
+    load_size: PositiveInt = 72  # resize mode's pix2pix jitter: resize to load_size ...
+    crop_size: PositiveInt = 64  # ... then random crop; the model's input size (resize mode: the evaluation size)
+    scale_range: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.5, 2.0]  # slide mode: random rescale before the crop
     flip: bool = True
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -47,7 +48,24 @@ class DataConfig(Strict):
         if self.crop_size > self.load_size:
             raise ValueError(f"crop_size {self.crop_size} is larger than load_size {self.load_size}; "
                              "set load_size >= crop_size")
+        if self.scale_range[0] > self.scale_range[1]:
+            raise ValueError(f"scale_range {self.scale_range} runs backwards; give [low, high] with low <= high")
         return self
+
+
+class InferenceConfig(Strict):
+    """How a trained model labels a photo, in validation, test and `seg-p2p segment` (seg_p2p/inference.py).
+
+    resize: the photo resized to crop_size, labels compared at that size (the pix2pix protocol; training jitters
+    by resize then crop). slide: crop_size windows over the photo at its native size, probabilities averaged where
+    windows overlap, labels compared at their native size (mmsegmentation's slide mode; training takes random
+    crops of the photo at a random rescale of its native size, so the model sees the scale it is applied at)."""
+
+    mode: Literal["resize", "slide"] = "resize"
+    overlap: Annotated[int, Field(ge=0)] = 0  # slide: pixels shared by neighbouring windows (< crop_size)
+    pad: Literal["constant", "none"] = "constant"  # slide: a photo smaller than a window is padded, or refused
+    flip_tta: bool = False  # also run the mirrored photo and average the probabilities
+    max_stored_side: PositiveInt = 512  # stored probabilities: longer side at most this (predictions: full size)
 
 
 class TrainConfig(Strict):
@@ -101,6 +119,7 @@ class Config(Strict):
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [0]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
     members: dict[str, MemberSettings] = Field(default_factory=default_members)
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     mlflow: MlflowConfig = MlflowConfig()
@@ -122,6 +141,9 @@ class Config(Strict):
             raise ValueError("seeds is empty; list at least one seed")
         if not self.members:
             raise ValueError("members is empty; define at least one member")
+        if self.inference.overlap >= self.data.crop_size:
+            raise ValueError(f"inference.overlap: {self.inference.overlap} px is not smaller than the window "
+                             f"(data.crop_size {self.data.crop_size}); use 0 to {self.data.crop_size - 1}")
         return self
 
 

@@ -27,6 +27,7 @@ from seg_p2p.checkpoint import TrainState
 from seg_p2p.config import TrainConfig
 from seg_p2p.device import Precision, select_device, to_device
 from seg_p2p.epoch_outputs import split_scores, write_history, write_samples
+from seg_p2p.inference import Inference
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything
@@ -75,6 +76,7 @@ class Job:
     identity: str
     palette: np.ndarray
     num_classes: int
+    inference: Inference | None  # how val and monitor images are labelled; None: the model's own call (stacking)
     monitor: object = None  # Dataset | None
 
     @property
@@ -179,7 +181,8 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
         torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)  # inductor's flag too
     step_model = torch.compile(model) if settings.compile else model
     pin = device.type == "cuda"
-    val_loader, monitor_loader = (split and DataLoader(split, batch_size=settings.batch_size, pin_memory=pin,
+    eval_batch = job.inference.loader_batch_size() if job.inference else settings.batch_size
+    val_loader, monitor_loader = (split and DataLoader(split, batch_size=eval_batch, pin_memory=pin,
                                                        num_workers=settings.num_workers)
                                   for split in (val_set, job.monitor))
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
@@ -189,6 +192,10 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
             train_set.set_epoch(epoch)
             shard, batch_size = distributed.shard(epoch_order(len(train_set), job.seed, epoch), rank,
                                                   settings.batch_size)
+            if batch_size > 1 and len(shard) % batch_size == 1:
+                # A last batch of one image fails in BatchNorm wherever a feature map is 1x1 (a 32 px ResNet's
+                # bottleneck): leave that image out of this epoch; the next epoch's permutation differs.
+                shard = shard[:-1]
             loader = DataLoader(train_set, batch_size=batch_size, sampler=shard, num_workers=settings.num_workers,
                                 pin_memory=pin)
             step_model.train()
@@ -231,7 +238,7 @@ def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loader
         if loader is None or not (validation or monitored):
             continue
         with distributed.unwrapped(model):
-            scores = split_scores(model, loader, device, settings.channels_last, job.num_classes)
+            scores = split_scores(model, loader, device, settings.channels_last, job.num_classes, job.inference)
         if validation:
             row["val_miou"] = scores["miou"]
         if monitored:  # val mIoU only on validation epochs: it picks best.pt
@@ -240,7 +247,8 @@ def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loader
     grid = None
     if row["epoch"] % settings.sample_every == 0 or is_last:
         with distributed.unwrapped(model):
-            grid = write_samples(model, sample_set, device, job.palette, job.out_dir / "samples", row["epoch"])
+            grid = write_samples(model, sample_set, device, job.palette, job.out_dir / "samples", row["epoch"],
+                                 job.inference)
     write_history(job.out_dir / "history.csv", state.history)
     state.save(job.checkpoints, job.identity, job.palette, row.get("val_miou"), loaders["val"] is not None)
     # MLflow after the commit: a kill in between is caught up on resume (Tracker.log_history), never logged twice.

@@ -21,10 +21,17 @@ from seg_p2p.errors import UserError
 from seg_p2p.layout import model_dir
 from seg_p2p.metrics import SegmentationScorer, inference_cost
 from seg_p2p.models import build_member, role_counts
+from seg_p2p.predict import pred_array
 from seg_p2p.tracking import Tracker
 
 TIMING_BATCH = 4
-SCORE_CHUNK = 16  # test images scored at a time
+
+
+def cropped_photo(photo: np.ndarray, size: int) -> torch.Tensor:
+    """A test photo as one model input: resized to size x size, in [-1, 1]."""
+    from seg_p2p.data.transforms import resize
+
+    return torch.from_numpy(resize(size)(image=np.asarray(photo))["image"].transpose(2, 0, 1).copy()).float() / 127.5 - 1
 
 
 def read_summary(path: Path) -> dict:
@@ -56,18 +63,20 @@ def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir
             **kind.report_fields(strategy)}
 
 
-def score(pred_path: Path, stage: str, truth: torch.Tensor, names: list[str]) -> tuple[dict, np.ndarray]:
-    """Scores and per-image confusions of a stored prediction against the test masks."""
-    if not pred_path.exists():
-        raise UserError(f"{pred_path}: missing; run `dvc repro {stage}` first")
-    pred = np.load(pred_path, mmap_mode="r")
-    if pred.shape != tuple(truth.shape):
-        raise UserError(f"{pred_path.parent}: predictions of shape {tuple(pred.shape)} do not match "
-                        f"the test masks {tuple(truth.shape)}; rerun `dvc repro {stage}`")
+def score(predict_dir: Path, stage: str, truth, names: list[str]) -> tuple[dict, np.ndarray]:
+    """Scores and per-image confusions of a stored test prediction against the test masks (`truth[i]`: image i's
+    (H, W) mask at the evaluation size), one image at a time."""
+    pred_file = predict_dir / "test_pred.npy"
+    if not pred_file.exists() or not pred_file.with_suffix(".json").exists():
+        raise UserError(f"{pred_file}: missing; run `dvc repro {stage}` first")
+    pred = pred_array(predict_dir, "test")
+    shapes = [tuple(truth[i].shape) for i in range(len(truth))]
+    if pred.shapes != shapes:
+        raise UserError(f"{pred_file}: predictions of {len(pred)} images of sizes {sorted(set(pred.shapes))[:3]} do "
+                        f"not match the {len(shapes)} test masks ({sorted(set(shapes))[:3]}); rerun `dvc repro {stage}`")
     scorer = SegmentationScorer(names)
-    for start in range(0, len(pred), SCORE_CHUNK):
-        scorer.update(torch.from_numpy(pred[start:start + SCORE_CHUNK].astype(np.int64)),
-                      truth[start:start + SCORE_CHUNK])
+    for i in range(len(pred)):
+        scorer.update(torch.from_numpy(pred[i].astype(np.int64))[None], torch.as_tensor(np.asarray(truth[i]))[None])
     return scorer.compute()
 
 
@@ -96,9 +105,12 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
 
     data = PreparedData(data_dir)
     spec = data.spec
-    test = SegmentationDataset(data, "test", build_transform(cfg.data, train=False), seed)
-    truth = torch.stack([test[i]["mask"] for i in range(len(test))])
-    example = torch.stack([test[i]["photo"] for i in range(min(TIMING_BATCH, len(test)))])
+    test = SegmentationDataset(data, "test", build_transform(cfg, train=False), seed)
+    # Masks at the evaluation size: native (slide mode, read as needed) or resized with the photos (resize mode).
+    truth = data.masks("test") if cfg.inference.mode == "slide" else [test[i]["mask"] for i in range(len(test))]
+    # Costs are per model input, a crop_size photo (in slide mode: per window).
+    example = torch.stack([cropped_photo(data.photos("test")[i], cfg.data.crop_size)
+                           for i in range(min(TIMING_BATCH, len(test)))])
     torch.manual_seed(seed)
 
     entries = {name: member_entry(cfg, name, spec, example, seed_dir) for name in cfg.members}
@@ -107,8 +119,7 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
     flat, tracked = {}, {}
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"
-        scores, confusion = score(model_dir(seed_dir, name, cfg.members) / "predict" / "test_pred.npy", stage,
-                                  truth, spec.names)
+        scores, confusion = score(model_dir(seed_dir, name, cfg.members) / "predict", stage, truth, spec.names)
         save_npy(out_dir / f"{name}_test_confusion.npy", confusion)
         write_json(out_dir / f"{name}.json", {"model": name, "seed": seed, **scores, **entry})
         tracked[name] = scores

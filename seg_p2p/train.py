@@ -10,6 +10,7 @@ from seg_p2p.device import select_device
 from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
+from seg_p2p.inference import Inference
 from seg_p2p.models import build_member
 from seg_p2p.seeding import check_seed, seed_everything
 from seg_p2p.tracking import Tracker, flatten
@@ -26,15 +27,17 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     model = build_member(cfg, name, data.spec)
     select_device(cfg.train.device)  # refuse a missing device and an unwritable --out before any work
     check_writable(out_dir)
-    train_set = SegmentationDataset(data, "train", build_transform(cfg.data, train=True), seed)
-    val_set = SegmentationDataset(data, "val", build_transform(cfg.data, train=False), seed)
-    identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(), seed,
-                           code=__name__, inputs=data.files())
+    train_set = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
+    val_set = SegmentationDataset(data, "val", build_transform(cfg, train=False), seed)
+    # The inference mode decides the training crops and how val picks best.pt: part of the run's identity.
+    identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(),
+                           cfg.inference.model_dump(), seed, code=__name__, inputs=data.files())
     tags = {"stage": "train", "member": name, "seed": str(seed)}
     params = flatten({"member": cfg.members[name].model_dump(), "train": cfg.train.model_dump(),
-                      "data": cfg.data.model_dump(), "seed": seed})
+                      "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed})
     with Tracker(cfg, f"train/{name}", tags, params, defer=True) as tracker:  # fit opens it, knowing the run
-        job = Job(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes)
+        job = Job(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
+                  Inference(cfg.inference, cfg.data.crop_size, cfg.train.batch_size))
         try:
             summary = fit(model, train_set, val_set, job, resume)
         except TrainingDiverged as exc:

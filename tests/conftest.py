@@ -101,6 +101,44 @@ def train_argv(workspace: Path, out: Path, member: str = "pix2pix", seed: int = 
             "--data", str(workspace / "data"), "--out", str(out)]
 
 
+# ---- a DVC project to run ------------------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+
+
+def run_in(args: list[str], cwd: Path, check: bool = True, timeout: int = 900):
+    """A command in `cwd` with this environment's scripts on PATH, one thread and the folder's own MLflow store."""
+    import subprocess
+
+    env = {**os.environ, **ONE_THREAD, "PATH": f"{BIN}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def study_repo(root: Path, delta: dict, short_strategies: tuple[str, ...] = ()) -> Path:
+    """A clean-clone-like copy of the repo (tracked and unignored files) with tiny params (tiny_settings(delta))
+    and the named strategies cut to one epoch, committed to its own git repository: ready for `dvc repro`."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    tiny_params(root, delta)
+    for name in short_strategies:
+        path = root / "ensembles" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}))
+    run_in(["git", "init", "-q"], root)
+    run_in(["git", "add", "-A"], root)
+    run_in(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
+    return root
+
+
 # ---- reading a run's outputs ----------------------------------------------------------------------------
 
 def read_history(path: Path) -> list[dict]:

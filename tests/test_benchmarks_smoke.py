@@ -15,7 +15,7 @@ RUNNER_KEYS = {"batch", "images_per_s", "seconds_per_image", "images_per_s_repea
 def test_train_step_benchmark_smoke(capsys):
     result = main(["--size", "32", "--members", "unet_l1", "--steps", "1", "--warmup", "0", "--batch", "2",
                    "--ngf", "8", "--images", "2", "--data-images", "2", "--data-repeats", "1",
-                   "--inference-steps", "1", "--device", "cpu"])
+                   "--inference-steps", "1", "--slide-size", "40", "72", "--device", "cpu"])
     out = capsys.readouterr().out
     assert json.loads(out) == result  # stdout is the JSON document and nothing else
 
@@ -36,3 +36,6 @@ def test_train_step_benchmark_smoke(capsys):
     assert member["ours"]["batch"] == 2 and member["ours_same_as_reference"]["batch"] == 1
     assert member["train_gflop_per_image"] > 0 and member["inference"]["gflop_per_image"] > 0
     assert member["speedup"] > 0 and member["speedup_same_batch"] > 0
+    slide = member["inference"]["slide"]  # 72x40 in 32 px windows, 8 px overlap: 3 x 2 windows
+    assert slide["photo"] == "72x40" and slide["windows"] == 6 and slide["overlap"] == 8
+    assert slide["images_per_s"] > 0 and slide["window_throughput_vs_whole"] > 0

@@ -150,10 +150,12 @@ def test_sizes_differ(tmp_path, capsys, paired):
     assert_refused(tmp_path, capsys, paired, paired / "B" / "train" / "2.png", "differs from its photo")
 
 
-def test_split_of_mixed_sizes(tmp_path, capsys, paired):
+def test_split_of_mixed_sizes_prepares_at_native_sizes(tmp_path, capsys, paired):
     save(paired / "A" / "test" / "1.png", photo(1)[:8])
     save(paired / "B" / "test" / "1.png", PALETTE[mask(1)][:8])
-    assert_refused(tmp_path, capsys, paired, paired / "A" / "test" / "1.png", "must share one size")
+    data = assert_prepared(tmp_path, capsys, paired)
+    assert data.sizes("test") == [(12, 16), (8, 16)]
+    assert (data.photos("test")[1] == photo(1)[:8]).all() and (data.masks("test")[1] == mask(1)[:8]).all()
 
 
 @pytest.mark.parametrize("side", ["A", "B"])
@@ -205,6 +207,18 @@ def test_16_bit_refused(tmp_path, capsys, indexed, kind):
         target = indexed / "trainannot" / "1.png"
         Image.fromarray(mask(1).astype(np.uint16)).save(target)
     assert_refused(tmp_path, capsys, indexed, target, "8 bits")
+
+
+@pytest.mark.parametrize("kind", ["palette", "rgb16"])
+def test_colour_label_that_is_not_plain_8_bit_rgb_refused(tmp_path, capsys, paired, kind):
+    target = paired / "B" / "train" / "1.png"
+    if kind == "palette":  # indices may be class ids (VOC): a colour reading would be a guess
+        Image.fromarray(PALETTE[mask(1)]).convert("P", palette=Image.Palette.ADAPTIVE, colors=3).save(target)
+        expected = ("palette (indexed-colour) PNG where a colour label is expected", "index layout")
+    else:
+        cv2.imwrite(str(target), PALETTE[mask(1)][..., ::-1].astype(np.uint16) * 257)
+        expected = ("8 bits",)
+    assert_refused(tmp_path, capsys, paired, target, *expected)
 
 
 def test_palette_mode_mask_uses_indices(tmp_path, capsys, indexed):

@@ -135,7 +135,8 @@ def test_prepare_carves_val_deterministically(tmp_path):
     data = PreparedData(tmp_path / "a")
     assert data.spec == SPEC
     photos, masks = data.photos("val"), data.masks("val")
-    assert isinstance(photos, np.memmap) and photos.shape == (3, 12, 16, 3) and masks.shape == (3, 12, 16)
+    assert isinstance(photos.data, np.memmap) and data.sizes("val") == [(12, 16)] * 3
+    assert len(photos) == len(masks) == 3 and photos[0].shape == (12, 16, 3) and masks[0].shape == (12, 16)
     by_name = {name: (photo, mask) for name, photo, mask in written["train"]}
     for i, name in enumerate(names["val"]):
         assert (photos[i] == by_name[name][0]).all() and (masks[i] == by_name[name][1]).all()
@@ -154,7 +155,7 @@ def test_prepare_synthetic_and_replace(tmp_path):
     prepare(cfg, out)
     prepare(cfg, out)  # an existing cache is replaced whole
     data = PreparedData(out)
-    assert data.spec.name == "synthetic" and data.photos("train").shape == (3, 32, 32, 3)
+    assert data.spec.name == "synthetic" and data.sizes("train") == [(32, 32)] * 3
     assert data.names("test") == ["test_0000", "test_0001"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temp folders left behind
 

@@ -322,7 +322,7 @@ def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, 
     changed = tmp_path / "workspace"
     shutil.copytree(workspace, changed)
     photos = np.load(changed / "data" / "train_photos.npy")
-    photos[0, 0, 0] = 255 - photos[0, 0, 0]
+    photos[0] = 255 - photos[0]  # the ragged array's first value: image 0's top-left red
     np.save(changed / "data" / "train_photos.npy", photos)
     main(train_argv(changed, out, member="unet_l1"))
     assert "starting over" in capsys.readouterr().err

@@ -4,52 +4,23 @@ Slow by nature (every stage is a process): one module-scoped repo, a few minutes
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ONE_THREAD, REPO, tiny_params
+from conftest import BIN, run_in, study_repo
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 # conftest's tiny params, one seed, one epoch, four strategies (a fixed, a stacked, the control and a joint one)
 STUDY = {"seeds": [0], "train": {"n_epochs": 1, "n_epochs_decay": 0, "sample_every": 1},
          "strategies": ["mean", "learned", "control", "joint"]}
 
 
-def run(args, cwd, check=True):
-    env = {**os.environ, **ONE_THREAD, "PATH": f"{BIN}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode:
-        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A fresh clone-like copy of the repo with tiny params, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("study")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    tiny_params(root, STUDY)
-    for name in ("learned", "control", "joint"):
-        path = root / "ensembles" / f"{name}.yaml"
-        strategy = yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}
-        path.write_text(yaml.safe_dump(strategy))
-    run(["git", "init", "-q"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
-    first = run(["dvc", "repro"], root)
+    root = study_repo(tmp_path_factory.mktemp("study"), STUDY, ("learned", "control", "joint"))
+    first = run_in(["dvc", "repro"], root)
     return root, first.stdout
 
 
@@ -67,7 +38,7 @@ def test_repro_runs_every_stage_and_writes_the_conclusion(study):
         assert (root / "reports" / "synthetic-cpu" / name).exists(), name
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
     assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "mean", "learned", "control", "joint"}
-    shown = run(["dvc", "metrics", "show", "--json"], root).stdout
+    shown = run_in(["dvc", "metrics", "show", "--json"], root).stdout
     assert "pix2pix" in shown
 
 
@@ -96,7 +67,7 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
 
 def test_second_repro_does_nothing(study):
     root, _ = study
-    output = run(["dvc", "repro"], root).stdout
+    output = run_in(["dvc", "repro"], root).stdout
     assert ran_stages(output) == set()
 
 
@@ -105,7 +76,7 @@ def test_changing_one_member_reruns_only_what_depends_on_it(study):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["members"]["unet_l1"]["optimizer"]["lr"] = 0.002  # the cheapest member to retrain
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = run(["dvc", "repro"], root).stdout
+    output = run_in(["dvc", "repro"], root).stdout
     stages = ran_stages(output)
     assert {"train@unet_l1-0", "predict@unet_l1-0", "ensemble@0", "evaluate@0", "report"} <= stages
     assert not {"prepare", "train@pix2pix-0", "train@unet_ce-0", "predict@pix2pix-0", "predict@unet_ce-0"} & stages
@@ -116,7 +87,7 @@ def test_exp_run_queues_experiments_as_dvc_experiments(study):
     for lr in ("0.003", "0.004"):
         delta = root / "experiments" / f"lr-{lr}.yaml"
         delta.write_text(f"name: lr-{lr}\nmembers:\n  unet_ce:\n    optimizer:\n      lr: {lr}\n")
-        run([str(BIN / "seg-p2p"), "exp", "run", str(delta), "--queue"], root)
-    status = run(["dvc", "queue", "status"], root).stdout
+        run_in([str(BIN / "seg-p2p"), "exp", "run", str(delta), "--queue"], root)
+    status = run_in(["dvc", "queue", "status"], root).stdout
     assert status.count("Queued") == 2, status
-    run(["dvc", "queue", "remove", "--all"], root)
+    run_in(["dvc", "queue", "remove", "--all"], root)

@@ -10,6 +10,7 @@ from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.layout import model_dir
 from seg_p2p.metrics import scores_from_confusion
+from seg_p2p.ragged import open_ragged
 from seg_p2p.report import load_study, subject, write_report
 from seg_p2p.report.verdict import effect, pays_sentence, trainable_sentence
 
@@ -59,6 +60,12 @@ def _iou(base: int) -> float:
     return (60 - errors) / (60 + errors)
 
 
+def save_ragged(path, items):
+    with open_ragged(path, items.dtype, [item.shape for item in items]) as array:
+        for i, item in enumerate(items):
+            array[i] = item
+
+
 def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2), strategies=STRATEGIES):
     """A prepared-data folder and a runs folder laid out as the pipeline writes them."""
     errors = {**ERRORS, **(errors or {})}
@@ -69,10 +76,11 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
     spec = {"name": "fakescapes", "classes": [{"name": n, "colour": c} for n, c in zip(CLASSES, colours)],
             "void_value": 255}
     (data / "spec.json").write_text(json.dumps(spec))
-    np.save(data / "test_photos.npy", rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
     masks = rng.integers(0, 3, (6, 16, 16), dtype=np.uint8)
     masks[:, :2] = 255
-    np.save(data / "test_masks.npy", masks)
+    save_ragged(data / "test_photos", rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    save_ragged(data / "test_masks", masks)
+    (data / "test_names.json").write_text(json.dumps([f"t{i}" for i in range(6)]))
     for index, seed in enumerate(seeds):
         evaluate = runs / f"seed{seed}" / "evaluate"
         evaluate.mkdir(parents=True)
@@ -94,7 +102,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
             folder = model_dir(runs / f"seed{seed}", model, MEMBERS)
             predict = folder / "predict"
             predict.mkdir(parents=True)
-            np.save(predict / "test_pred.npy", rng.integers(0, 3, (6, 8, 8), dtype=np.uint8))
+            save_ragged(predict / "test_pred", rng.integers(0, 3, (6, 8, 8), dtype=np.uint8))
             if model in HISTORY:
                 epochs = np.arange(1, 4)
                 history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},

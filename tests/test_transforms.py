@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg_p2p.config import DataConfig, SyntheticConfig
+from seg_p2p.config import Config, DataConfig, InferenceConfig, SyntheticConfig
+from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.data.dataset import SegmentationDataset
 from seg_p2p.data.prepare import PreparedData, prepare
 from seg_p2p.data.transforms import build_transform
@@ -30,20 +31,41 @@ def assert_aligned(photo: np.ndarray, mask: np.ndarray) -> None:
     assert set(np.unique(mask)) <= set(range(len(COLOURS)))  # nearest neighbour: no blended class ids
 
 
+def config(mode="resize", **data) -> Config:
+    return Config(data=DataConfig(**data), inference=InferenceConfig(mode=mode))
+
+
+@pytest.mark.parametrize("mode", ["resize", "slide"])
 @pytest.mark.parametrize("train", [True, False])
-def test_transforms_keep_alignment(train):
-    transform = build_transform(DataConfig(load_size=72, crop_size=64), train=train)
+def test_transforms_keep_alignment(train, mode):
+    transform = build_transform(config(mode, load_size=72, crop_size=64, scale_range=[1.0, 2.0]), train=train)
     for seed in range(40):
         photo, mask = block_image(seed)
         transform.set_random_seed(seed)
         out = transform(image=photo, mask=mask)
-        assert out["image"].shape == (64, 64, 3) and out["mask"].shape == (64, 64)
+        size = photo.shape[:2] if mode == "slide" and not train else (64, 64)  # slide evaluates at native size
+        assert out["image"].shape == (*size, 3) and out["mask"].shape == size
         assert_aligned(out["image"], out["mask"])
 
 
+def test_slide_training_crops_rescale_and_pad_with_void():
+    photo, mask = block_image(0)
+    shrink = build_transform(config("slide", load_size=72, crop_size=64, scale_range=[0.25, 0.25], flip=False), True)
+    out = shrink(image=photo, mask=mask)
+    h, w = round(photo.shape[0] / 4), round(photo.shape[1] / 4)  # smaller than the crop: padded bottom-right
+    assert out["image"].shape == (64, 64, 3) and (out["mask"][h:] == IGNORE_INDEX).all()
+    assert (out["mask"][:, w:] == IGNORE_INDEX).all() and (out["image"][h:] == 128).all()
+    assert (out["mask"][:h, :w] != IGNORE_INDEX).all()
+    native = build_transform(config("slide", load_size=72, crop_size=64, scale_range=[1.0, 1.0], flip=False), True)
+    native.set_random_seed(0)
+    crop = native(image=photo, mask=mask)["mask"]  # a crop of the photo at its own scale: found in it unchanged
+    assert any((mask[y:y + 64, x:x + 64] == crop).all() for y in range(mask.shape[0] - 63)
+               for x in range(mask.shape[1] - 63))
+
+
 def test_train_transform_flips_about_half_the_time():
-    cfg = DataConfig(load_size=72, crop_size=64)
-    with_flip, without = build_transform(cfg, train=True), build_transform(cfg.model_copy(update={"flip": False}), True)
+    with_flip = build_transform(config(load_size=72, crop_size=64), train=True)
+    without = build_transform(config(load_size=72, crop_size=64, flip=False), True)
     photo, mask = block_image(0)
     flipped = 0
     for seed in range(40):
@@ -58,7 +80,7 @@ def test_train_transform_flips_about_half_the_time():
 
 def test_eval_transform_resizes_to_crop_size():
     photo, mask = block_image(0)
-    out = build_transform(DataConfig(load_size=40, crop_size=32), train=False)(image=photo, mask=mask)
+    out = build_transform(config(load_size=40, crop_size=32), train=False)(image=photo, mask=mask)
     assert out["image"].shape == (32, 32, 3)
     assert_aligned(out["image"], out["mask"])
 
@@ -75,7 +97,7 @@ def items(dataset, indices):
 
 
 def test_dataset_items(prepared):
-    dataset = SegmentationDataset(prepared, "train", build_transform(DataConfig(), train=True), seed=3)
+    dataset = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=3)
     item = dataset[2]
     assert len(dataset) == 8 and item["index"] == 2
     assert item["photo"].dtype == torch.float32 and item["photo"].shape == (3, 64, 64)
@@ -84,9 +106,9 @@ def test_dataset_items(prepared):
 
 
 def test_dataset_is_a_pure_function_of_seed_epoch_index(prepared):
-    transform = build_transform(DataConfig(), train=True)
+    transform = build_transform(Config(), train=True)
     first = SegmentationDataset(prepared, "train", transform, seed=3)
-    again = SegmentationDataset(prepared, "train", build_transform(DataConfig(), train=True), seed=3)
+    again = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=3)
     order = [5, 1, 7, 1, 0]
     for a, b in zip(items(first, order), items(again, order[::-1])[::-1]):  # order of access does not matter
         assert torch.equal(a["photo"], b["photo"]) and torch.equal(a["mask"], b["mask"])
@@ -99,7 +121,7 @@ def test_dataset_is_a_pure_function_of_seed_epoch_index(prepared):
 
 
 def test_dataloader_workers_see_the_same_items(prepared):
-    dataset = SegmentationDataset(prepared, "train", build_transform(DataConfig(), train=True), seed=0)
+    dataset = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=0)
     dataset.set_epoch(2)
     dataset[0]  # opens the memory maps; pickling for workers must not copy them
     assert len(pickle.dumps(dataset)) < 100_000

@@ -16,16 +16,26 @@ from seg_p2p.errors import UserError
 
 
 def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
-    """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in named like the folder."""
+    """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in cityscapes for that layout
+    (its labels are always the same ids), else the built-in named like the folder."""
     if dataset:
         return load_spec(dataset), f"--dataset {dataset}"
     local = path / "dataset.yaml"
     if local.is_file():
         return load_spec(str(local)), str(local)
+    if detect_format(path) == "cityscapes":
+        return load_spec("cityscapes"), "built-in, matched by the cityscapes layout"
     if path.resolve().name in BUILTIN_SPECS:
         return load_spec(path.resolve().name), "built-in, matched by folder name"
     raise UserError(f"{path}: no dataset spec; write {local} (name, classes with name and colour, optional "
                     "void_value / void_colours; see seg_p2p/data/specs/camvid.yaml) or pass --dataset NAME")
+
+
+def size_range(shapes: set[tuple[int, int]]) -> str:
+    """'WxH' when a split has one size, else the smallest and largest by area and how many sizes there are."""
+    ordered = sorted(shapes, key=lambda hw: (hw[0] * hw[1], hw))
+    (h0, w0), (h1, w1) = ordered[0], ordered[-1]
+    return f"{w0}x{h0}" if len(ordered) == 1 else f"{w0}x{h0} .. {w1}x{h1} ({len(ordered)} sizes)"
 
 
 def check_dataset(path: Path, dataset: str | None) -> str:
@@ -35,13 +45,15 @@ def check_dataset(path: Path, dataset: str | None) -> str:
     raw = RawDataset(path, spec)
     pixels, sizes = {}, {}
     for split in raw.splits:
-        histogram = np.zeros(256, dtype=np.int64)
+        histogram, shapes = np.zeros(256, dtype=np.int64), set()
         for _, photo, mask in raw.samples(split):
             histogram += np.bincount(mask.ravel(), minlength=256)
-        pixels[split], sizes[split] = histogram, f"{photo.shape[1]}x{photo.shape[0]}"
+            shapes.add(mask.shape)
+        pixels[split], sizes[split] = histogram, size_range(shapes)
 
-    has_void = spec.void_value is not None or bool(spec.void_colours)
-    void = (f" + void (value {spec.void_value} -> {IGNORE_INDEX})" if spec.void_value is not None
+    has_void = spec.void_value is not None or bool(spec.void_colours) or raw.format == "cityscapes"
+    void = (f" + void (label ids outside the 19 train ids -> {IGNORE_INDEX})" if raw.format == "cityscapes"
+            else f" + void (value {spec.void_value} -> {IGNORE_INDEX})" if spec.void_value is not None
             else f" + void ({len(spec.void_colours)} colours -> {IGNORE_INDEX})" if spec.void_colours else ", no void")
     side = f", photo on the {raw.photo_side}" if raw.photo_side else ""
     lines = [f"dataset: {path}",

@@ -1,9 +1,11 @@
-"""Read a raw dataset folder in any of three layouts into (name, photo, mask) samples.
+"""Read a raw dataset folder in any of four layouts into (name, photo, mask) samples.
 
 Layouts (detected from the folder, splits train, val (optional), test):
-  aligned  ROOT/<split>/NAME.jpg           photo and colour label side by side (pix2pix facades, cityscapes, maps)
-  paired   ROOT/A/<split>/NAME, ROOT/B/<split>/NAME   photos and colour labels in parallel folders
-  index    ROOT/<split>/NAME.png, ROOT/<split>annot/NAME.png   photos and single-channel class-index masks
+  aligned     ROOT/<split>/NAME.jpg           photo and colour label side by side (pix2pix facades, cityscapes, maps)
+  paired      ROOT/A/<split>/NAME, ROOT/B/<split>/NAME   photos and colour labels in parallel folders
+  index       ROOT/<split>/NAME.png, ROOT/<split>annot/NAME.png   photos and single-channel class-index masks
+  cityscapes  ROOT/leftImg8bit/<split>/<city>/NAME_leftImg8bit.png, ROOT/gtFine/<split>/<city>/NAME_gtFine_labelIds.png
+              the official download; train and val only (its test labels are withheld)
 Every problem a user can fix is a UserError naming the file and what to do.
 """
 
@@ -20,6 +22,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from seg_p2p.data.cityscapes import NUM_TRAIN_IDS, to_train_ids
 from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec, match_palette, refuse_off_palette
 from seg_p2p.errors import UserError
 
@@ -27,7 +30,11 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 LAYOUTS = {"aligned": "ROOT/<split>/NAME.jpg, photo and colour label side by side",
            "paired": "ROOT/A/<split>/NAME photos, ROOT/B/<split>/NAME colour labels",
-           "index": "ROOT/<split>/NAME.png photos, ROOT/<split>annot/NAME.png index masks"}
+           "index": "ROOT/<split>/NAME.png photos, ROOT/<split>annot/NAME.png index masks",
+           "cityscapes": "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png photos, "
+                         "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png label ids"}
+LAYOUT_SPLITS = {"cityscapes": ("train", "val")}  # layouts that read fewer splits: Cityscapes' test has no labels
+CITYSCAPES_SUFFIXES = ("_leftImg8bit.png", "_gtFine_labelIds.png")  # photo, label; other gtFine files are ignored
 LAYOUT_HELP = "; ".join(f"{fmt} ({text})" for fmt, text in LAYOUTS.items())
 SIDE_SAMPLE_FILES = 4  # files looked at to decide which half of an aligned file is the photo
 READ_THREADS = min(8, os.cpu_count() or 1)
@@ -49,6 +56,8 @@ def natural_key(name: str) -> list:
 def detect_format(root: Path) -> str:
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found; check the path (data.root or the `data check` argument)")
+    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
+        return "cityscapes"
     if (root / "A").is_dir() and (root / "B").is_dir():
         return "paired"
     if any((root / f"{split}annot").is_dir() for split in SPLITS):
@@ -69,11 +78,33 @@ def list_images(folder: Path) -> dict[str, Path]:
     return images
 
 
+def list_city_images(folder: Path, suffix: str) -> dict[str, Path]:
+    """Files NAME<suffix> in the city folders of a Cityscapes split, by NAME (unique: it starts with the city)."""
+    images: dict[str, Path] = {}
+    for path in sorted(folder.glob(f"*/*{suffix}")):
+        if path.is_file() and not path.name.startswith("."):
+            name = path.name.removesuffix(suffix)
+            if name in images:
+                raise UserError(f"{path}: same name as {images[name]}; keep one file per name")
+            images[name] = path
+    return images
+
+
+def partner_hint(fmt: str, name: str, path: Path, other_dir: Path) -> str:
+    """Where the missing partner of `path` belongs, for the unpaired-file error."""
+    if fmt != "cityscapes":
+        return f"named {name}.* in {other_dir}"
+    photo_suffix, label_suffix = CITYSCAPES_SUFFIXES
+    suffix = label_suffix if path.name.endswith(photo_suffix) else photo_suffix
+    return f"{name}{suffix} in {other_dir / path.parent.name}"
+
+
 def split_folders(root: Path, fmt: str, split: str) -> tuple[Path, Path]:
     """(photo folder, label folder) of a split; the same folder for aligned files."""
     return {"aligned": (root / split, root / split),
             "paired": (root / "A" / split, root / "B" / split),
-            "index": (root / split, root / f"{split}annot")}[fmt]
+            "index": (root / split, root / f"{split}annot"),
+            "cityscapes": (root / "leftImg8bit" / split, root / "gtFine" / split)}[fmt]
 
 
 def list_split(root: Path, fmt: str, split: str) -> list[Pair] | None:
@@ -84,15 +115,19 @@ def list_split(root: Path, fmt: str, split: str) -> list[Pair] | None:
     for folder, partner in ((photo_dir, label_dir), (label_dir, photo_dir)):
         if not folder.is_dir():
             raise UserError(f"{folder}: missing, but {partner} exists; every split needs photos and labels")
-    photos, labels = list_images(photo_dir), list_images(label_dir)
+    if fmt == "cityscapes":
+        photo_suffix, label_suffix = CITYSCAPES_SUFFIXES
+        photos, labels = list_city_images(photo_dir, photo_suffix), list_city_images(label_dir, label_suffix)
+    else:
+        photos, labels = list_images(photo_dir), list_images(label_dir)
     if not photos:
         raise UserError(f"{photo_dir}: empty split (no images); add its images or remove the folder")
     for own, other, other_dir in ((photos, labels, label_dir), (labels, photos, photo_dir)):
         alone = sorted(own.keys() - other.keys(), key=natural_key)
         if alone:
             more = f" (and {len(alone) - 1} more)" if len(alone) > 1 else ""
-            raise UserError(f"{own[alone[0]]}: has no partner named {alone[0]}.* in {other_dir}{more}; "
-                            "add it or remove this file")
+            raise UserError(f"{own[alone[0]]}: has no partner {partner_hint(fmt, alone[0], own[alone[0]], other_dir)}"
+                            f"{more}; add it or remove this file")
     return [Pair(name, photos[name], labels[name]) for name in sorted(photos, key=natural_key)]
 
 
@@ -105,9 +140,12 @@ def open_image(path: Path) -> Image.Image:
             raise UserError(f"{path}: more than 8 bits per channel; convert it to an 8-bit image")
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
-        raise UserError(f"{path}: unreadable or truncated image ({exc}); "
-                        "re-export it or remove it and its partner") from None
+        raise unreadable(path, exc) from None
     return image
+
+
+def unreadable(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: unreadable or truncated image ({exc}); re-export it or remove it and its partner")
 
 
 def to_rgb(image: Image.Image, path: Path) -> np.ndarray:
@@ -143,8 +181,12 @@ class RawDataset:
     def __init__(self, root: Path, spec: DatasetSpec):
         self.root, self.spec = Path(root), spec
         self.format = detect_format(self.root)
-        self.splits = {split: pairs for split in SPLITS if (pairs := list_split(self.root, self.format, split))}
-        for split in ("train", "test"):
+        if self.format == "cityscapes" and spec.num_classes != NUM_TRAIN_IDS:
+            raise UserError(f"{self.root}: the cityscapes layout decodes to {NUM_TRAIN_IDS} train ids, but spec "
+                            f"'{spec.name}' has {spec.num_classes} classes; use the built-in cityscapes spec")
+        splits = LAYOUT_SPLITS.get(self.format, SPLITS)
+        self.splits = {split: pairs for split in splits if (pairs := list_split(self.root, self.format, split))}
+        for split in ("train", splits[-1]):  # test, or val where the layout has no test (prepare uses it as test)
             if split not in self.splits and not (split == "test" and "val" in self.splits):
                 folders = " and ".join(sorted({str(f) for f in split_folders(self.root, self.format, split)}))
                 raise UserError(f"{self.root}: missing split '{split}' ({self.format} layout); add {folders}")
@@ -184,28 +226,37 @@ class RawDataset:
                                 f"{pair.photo} ({photo.shape[1]}x{photo.shape[0]}); resize one of them")
             if self.format == "index":
                 return photo, to_index(label, self.spec, pair.label), None
+            if self.format == "cityscapes":
+                return photo, to_train_ids(label, pair.label), None
+            if label.mode == "P":  # its indices may be the classes (VOC), its colours anything: never guess
+                raise UserError(f"{pair.label}: a palette (indexed-colour) PNG where a colour label is expected; if "
+                                "its indices are the class ids use the index layout (ROOT/<split>annot), else save "
+                                "it as RGB")
             label = to_rgb(label, pair.label)
         mask, off_palette = match_palette(label, self.spec)
         refuse_off_palette(off_palette, self.spec, str(pair.label))
         return photo, mask, int(off_palette.sum())
 
+    def photo_size(self, pair: Pair) -> tuple[int, int]:
+        """(height, width) of a pair's photo from its file header, without decoding: prepare sizes its cache
+        from these before it reads the first pixel."""
+        try:
+            with Image.open(pair.photo) as image:
+                width, height = image.size
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise unreadable(pair.photo, exc) from None
+        return (height, width // 2) if self.format == "aligned" else (height, width)
+
     def samples(self, split: str, pairs: list[Pair] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(name, photo, mask) of every pair of a split (or of `pairs`) in order, all of one size.
+        """(name, photo, mask) of every pair of a split (or of `pairs`) in order; sizes may differ between pairs.
 
         Decoding runs in threads (PIL and numpy release the GIL); errors surface in file order.
         """
         pairs = self.splits[split] if pairs is None else pairs
-        first = None
         with ThreadPoolExecutor(READ_THREADS) as pool:
             for start in range(0, len(pairs), READ_AHEAD):
                 chunk = pairs[start:start + READ_AHEAD]
                 for pair, (photo, mask, off_palette) in zip(chunk, pool.map(self.read, chunk)):
-                    if first is None:
-                        first = (pair.photo, photo.shape)
-                    elif photo.shape != first[1]:
-                        raise UserError(f"{pair.photo}: size {photo.shape[1]}x{photo.shape[0]} differs from {first[0]} "
-                                        f"({first[1][1]}x{first[1][0]}); images of a split must share one size, "
-                                        "resize them")
                     if off_palette is not None:
                         counts = self.off_palette.setdefault(split, [0, 0])
                         counts[0] += off_palette

@@ -1,7 +1,11 @@
-"""Joint photo/mask augmentation: the pix2pix jitter for training, a plain resize for evaluation.
+"""Joint photo/mask augmentation for each inference mode (config.InferenceConfig): the training jitter, and what
+evaluation does to a photo before the model sees it.
 
-Photos resize bicubically (as in pix2pix); masks by centre-aligned nearest neighbour
-(INTER_NEAREST_EXACT), so labels stay class ids and stay on the pixels they describe.
+resize mode: train on the pix2pix jitter (resize to load_size, random crop); evaluate on the photo resized to
+crop_size. slide mode: train on random crops of the photo at a random rescale of its native size (mmsegmentation's
+recipe), padded where the photo is smaller (void labels); evaluate at the native size (inference.py slides).
+Photos resize bicubically (as in pix2pix); masks by centre-aligned nearest neighbour (INTER_NEAREST_EXACT), so
+labels stay class ids and stay on the pixels they describe.
 """
 
 from __future__ import annotations
@@ -9,18 +13,30 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 
-from seg_p2p.config import DataConfig
+from seg_p2p.config import Config
+from seg_p2p.data.spec import IGNORE_INDEX
+
+PAD_PHOTO = 128  # uint8 grey of padded photo pixels: ~0 in the models' [-1, 1] input range, as inference pads
 
 
 def resize(size: int) -> A.Resize:
     return A.Resize(size, size, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def build_transform(cfg: DataConfig, train: bool) -> A.Compose:
-    """train: resize to load_size, random crop_size crop, optional horizontal flip; eval: resize to crop_size."""
+def build_transform(cfg: Config, train: bool) -> A.Compose:
+    """The transform of a split as the models see it: the training jitter, or the evaluation geometry."""
+    data, slide = cfg.data, cfg.inference.mode == "slide"
     if not train:
-        return A.Compose([resize(cfg.crop_size)])
-    steps = [resize(cfg.load_size), A.RandomCrop(cfg.crop_size, cfg.crop_size)]
-    if cfg.flip:
+        return A.Compose([] if slide else [resize(data.crop_size)])
+    if slide:
+        low, high = data.scale_range
+        steps = [A.RandomScale((low - 1, high - 1), interpolation=cv2.INTER_CUBIC,
+                               mask_interpolation=cv2.INTER_NEAREST_EXACT, p=1.0),
+                 A.PadIfNeeded(data.crop_size, data.crop_size, position="top_left", border_mode=cv2.BORDER_CONSTANT,
+                               fill=PAD_PHOTO, fill_mask=IGNORE_INDEX)]
+    else:
+        steps = [resize(data.load_size)]
+    steps.append(A.RandomCrop(data.crop_size, data.crop_size))
+    if data.flip:
         steps.append(A.HorizontalFlip(p=0.5))
     return A.Compose(steps)

@@ -1,23 +1,23 @@
 """Fixed combiners over member class probabilities, (M, N, C, H, W) -> (N, C, H, W) scores.
 
-Scores are renormalised to sum to 1 per pixel so that every strategy writes probabilities;
+They combine one test image at a time, each member's stored probabilities grown back to the evaluation size
+first (predict.py), so memory holds one image whatever the split's size. Scores are renormalised to sum to 1 per pixel so that every strategy writes probabilities;
 argmax is unchanged by that. Vote ties go to the lowest class index (argmax order).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from seg_p2p.atomic import atomic_dir, open_npy, save_npy
-from seg_p2p.ensemble.strategy import CombinerKind, CostInputs, StrategyRun, member_probs, members_cost, \
-    register_combiner
+from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, StrategyRun, member_probs, members_cost,
+                                       register_combiner)
+from seg_p2p.inference import Inference, resample
 from seg_p2p.metrics import inference_ms_per_image
-
-CHUNK = 16  # images combined at a time: bounded memory whatever the split size
+from seg_p2p.predict import prediction_writer
 
 
 def combine_vote(probs: np.ndarray) -> np.ndarray:
@@ -38,21 +38,26 @@ class FixedCombiner(CombinerKind):
         return scores / np.maximum(scores.sum(1, keepdims=True), 1e-12)
 
     def run(self, job: StrategyRun) -> None:
-        from PIL import Image
-
         probs = member_probs(job.runs_dir, job.strategy.members, "test")  # missing outputs fail before tracking
-        with job.tracker():
-            predict = job.out_dir / "predict"
-            shape = probs[0].shape
-            with open_npy(predict / "test_probs.npy", np.float16, shape) as scores:
-                for start in range(0, shape[0], CHUNK):
-                    chunk = np.stack([p[start:start + CHUNK] for p in probs])
-                    scores[start:start + CHUNK] = self.combine(chunk).astype(np.float16)
-                pred = np.asarray(scores).argmax(1).astype(np.uint8)
-            save_npy(predict / "test_pred.npy", pred)
-            with atomic_dir(predict / "test_masks") as folder:
-                for image_name, mask in zip(job.data.names("test"), pred):
-                    Image.fromarray(mask).save(folder / f"{Path(image_name).stem}.png")
+        inference = Inference(job.cfg.inference, job.cfg.data.crop_size, job.cfg.train.batch_size)
+        names = job.data.names("test")
+        eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
+        with job.tracker(), prediction_writer(job.out_dir / "predict", "test", names, eval_sizes,
+                                              job.data.spec.num_classes,
+                                              inference.settings.max_stored_side) as writer:
+            for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name}", unit="img", leave=False)):
+                members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
+                                       for p in probs])
+                writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
+
+    def photo_predictor(self, job: PhotoJob):
+        members = job.members()
+
+        def predict(photo):
+            probs = torch.stack([job.inference.probabilities(member, photo) for member in members])
+            return torch.from_numpy(self.combine(probs.cpu().numpy()))
+
+        return predict
 
     def cost(self, inputs: CostInputs) -> dict:
         cost = members_cost(inputs)

@@ -239,18 +239,43 @@ class _JointInference(nn.Module):
 
 
 class ProbabilityDataset(torch.utils.data.Dataset):
-    """Stored member probabilities of one split with its (eval-transformed) photos and masks."""
+    """Stored member probabilities of one split with its (eval-transformed) photos and masks, brought to the
+    probabilities' stored size (predict.py may keep them smaller than the photo). `crop`: a random crop of that
+    many pixels per item, drawn from (seed, epoch, index) like the photo jitter and padded with void where an
+    item is smaller, so items of any size batch; None: whole items."""
 
-    def __init__(self, member_probs: list[np.ndarray], base):
-        self.member_probs, self.base = member_probs, base
+    def __init__(self, member_probs: list, base, crop: int | None = None, seed: int = 0):
+        self.member_probs, self.base, self.crop, self.seed = member_probs, base, crop, seed
+        self.epoch = 0
 
     def __len__(self):
         return len(self.base)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.base.set_epoch(epoch)
 
     def __getitem__(self, i):
+        from seg_p2p.data.dataset import item_seed
+
         item = self.base[i]
-        item["probs"] = torch.from_numpy(np.stack([p[i] for p in self.member_probs]).astype(np.float32))
+        probs = torch.from_numpy(np.stack([p[i] for p in self.member_probs]).astype(np.float32))
+        size = tuple(probs.shape[-2:])
+        if tuple(item["mask"].shape) != size:
+            item["photo"] = F.interpolate(item["photo"][None], size=size, mode="area")[0]
+            item["mask"] = F.interpolate(item["mask"][None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+        item["probs"] = probs
+        if self.crop is not None:
+            item = self._random_crop(item, np.random.default_rng(item_seed(self.seed, self.epoch, i)))
+        return item
+
+    def _random_crop(self, item: dict, rng: np.random.Generator) -> dict:
+        crop = self.crop
+        height, width = item["mask"].shape
+        pad = (0, max(crop - width, 0), 0, max(crop - height, 0))
+        y = int(rng.integers(0, max(height - crop, 0) + 1))
+        x = int(rng.integers(0, max(width - crop, 0) + 1))
+        values = {"photo": 0.0, "probs": 0.0, "mask": IGNORE_INDEX}
+        for key, value in values.items():
+            item[key] = F.pad(item[key], pad, value=value)[..., y:y + crop, x:x + crop]
         return item

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydantic import ValidationError
 
 from seg_p2p.config import Config, Strict, read_yaml, validation_message
 from seg_p2p.errors import UserError
 from seg_p2p.models import PARAMETER_ROLES
+from seg_p2p.ragged import RaggedArray
 from seg_p2p.tracking import Tracker, flatten
 
 
@@ -51,6 +51,26 @@ class StrategyRun:
 
 
 @dataclass
+class PhotoJob:
+    """`seg-p2p segment` with a strategy: where its weights and its members' are, and how photos are labelled."""
+
+    cfg: Config
+    strategy: StrategyConfig
+    spec: object  # DatasetSpec
+    strategy_dir: Path  # runs/seed{K}/ensembles/{name}
+    members_dir: Path  # runs/seed{K}/members
+    device: "torch.device"  # noqa: F821
+    inference: object  # inference.Inference
+
+    def members(self) -> list:
+        """The strategy's trained members (their best checkpoints), ready to predict."""
+        from seg_p2p.predict import load_member
+
+        return [load_member(self.cfg, m, self.spec, weights_path(self.members_dir, m), self.device)
+                for m in self.strategy.members]
+
+
+@dataclass
 class CostInputs:
     """What evaluate gives a kind to measure its cost: eval photos and the members' own measured entries."""
 
@@ -72,6 +92,11 @@ class CombinerKind:
 
     def cost(self, inputs: CostInputs) -> dict:
         """{"params": by role, "flops_per_image": int, "inference_ms_per_image": float}."""
+        raise NotImplementedError
+
+    def photo_predictor(self, job: PhotoJob):
+        """For `seg-p2p segment`: a function of a photo (1, 3, H, W) in the inference mode's geometry giving its
+        (1, C, H, W) probabilities, computed as the pipeline computes this strategy's test predictions."""
         raise NotImplementedError
 
     def report_fields(self, strategy: StrategyConfig) -> dict:
@@ -131,6 +156,7 @@ def check_strategies(cfg: Config, folder: Path, source: Path) -> None:
 
 
 def probs_path(runs_dir: Path, member: str, split: str) -> Path:
+    """The member's stored probabilities of a split (the ragged array's data file)."""
     return runs_dir / member / "predict" / f"{split}_probs.npy"
 
 
@@ -138,15 +164,15 @@ def weights_path(runs_dir: Path, member: str) -> Path:
     return runs_dir / member / "train" / "checkpoints" / "best.pt"
 
 
-def member_probs(runs_dir: Path, members: list[str], split: str) -> list[np.ndarray]:
+def member_probs(runs_dir: Path, members: list[str], split: str) -> list[RaggedArray]:
     """The members' stored probabilities of a split, memory-mapped; a missing one names the stage to run."""
     arrays = []
     for member in members:
         path = probs_path(runs_dir, member, split)
-        if not path.exists():
+        if not path.exists() or not path.with_suffix(".json").exists():
             raise UserError(f"{path}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
                             "first")
-        arrays.append(np.load(path, mmap_mode="r"))
+        arrays.append(RaggedArray(path.with_suffix("")))
     return arrays
 
 

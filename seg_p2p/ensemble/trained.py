@@ -24,13 +24,14 @@ from seg_p2p.device import select_device
 from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.ensemble.balance import BalanceMode
 from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
-from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, StrategyConfig, StrategyRun, member_probs,
-                                       members_cost, probs_path, register_combiner, weights_path)
+from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, StrategyConfig, StrategyRun,
+                                       member_probs, members_cost, probs_path, register_combiner, weights_path)
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.metrics import inference_cost
 from seg_p2p.models import build_member, role_counts
-from seg_p2p.predict import predict_split
+from seg_p2p.inference import Inference
+from seg_p2p.predict import photo_predictor, predict_split
 
 
 class StackingSettings(StrategyConfig):
@@ -73,13 +74,16 @@ class TrainedCombiner(CombinerKind):
         setup = self.setup(job)
         model = setup.model
         identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
-                               settings.model_dump(), cfg.data.model_dump(), job.seed, code=__name__,
+                               settings.model_dump(), cfg.data.model_dump(), cfg.inference.model_dump(), job.seed,
+                               code=__name__,
                                inputs=job.data.files() + setup.inputs)
         out = job.out_dir / "train"
+        inference = Inference(cfg.inference, cfg.data.crop_size, cfg.train.batch_size)
         with job.tracker(defer=True) as tracker:
             try:
                 fit(model, setup.train, setup.val, Job(settings, job.seed, out, tracker, identity, spec.palette,
-                                                       spec.num_classes, setup.monitor))
+                                                       spec.num_classes, self.photo_inference(inference),
+                                                       setup.monitor))
             except TrainingDiverged as exc:
                 if not (out / "checkpoints" / "best.pt").exists():
                     raise UserError(f"{exc} (before any checkpoint: nothing to evaluate)") from None
@@ -89,8 +93,17 @@ class TrainedCombiner(CombinerKind):
             load_weights(model, out / "checkpoints" / "best.pt")
             device = select_device(cfg.train.device)
             model.to(device)
-            predict_split(model, setup.test, cfg.train.batch_size, device, job.out_dir / "predict", "test",
-                          job.data.names("test"), spec.num_classes, job.name)
+            names = job.data.names("test")
+            predict_split(self.predictor(model, inference, names), setup.test, inference, device,
+                          job.out_dir / "predict", "test", names,
+                          [inference.eval_size(size) for size in job.data.sizes("test")], spec.num_classes, job.name)
+
+    def photo_inference(self, inference: Inference) -> Inference | None:
+        """How the engine labels val images: a kind whose model takes more than photos returns None."""
+        return inference
+
+    def predictor(self, model, inference: Inference, names: list[str]):
+        return photo_predictor(model, inference, names)
 
 
 def _dataset(job: StrategyRun, split: str, jitter: bool | None = None):
@@ -99,7 +112,7 @@ def _dataset(job: StrategyRun, split: str, jitter: bool | None = None):
     from seg_p2p.data.transforms import build_transform
 
     train = split == "train" if jitter is None else jitter
-    return SegmentationDataset(job.data, split, build_transform(job.cfg.data, train=train), job.seed)
+    return SegmentationDataset(job.data, split, build_transform(job.cfg, train=train), job.seed)
 
 
 class Stacking(TrainedCombiner):
@@ -111,9 +124,19 @@ class Stacking(TrainedCombiner):
     def setup(self, job):
         members = job.strategy.members
         model = StackingModel(len(members), job.data.spec.num_classes, job.strategy.fusion)
-        train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val"), _dataset(job, "val"))
+        # Random crop_size crops of the val images batch whatever their size (slide mode); the test split runs whole.
+        train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val"), _dataset(job, "val"),
+                                       job.cfg.data.crop_size, job.seed)
         test_set = ProbabilityDataset(member_probs(job.runs_dir, members, "test"), _dataset(job, "test"))
         return TrainingSetup(model, train_set, None, test_set, [probs_path(job.runs_dir, m, "val") for m in members])
+
+    def photo_inference(self, inference):
+        return None
+
+    def predictor(self, model, inference, names):
+        """The fusion net over the members' stored probabilities, at their stored size (predict_split grows it)."""
+        model.eval()
+        return lambda batch: model.probabilities(model(batch))
 
     def cost(self, inputs: CostInputs) -> dict:
         cost = members_cost(inputs)
@@ -127,6 +150,18 @@ class Stacking(TrainedCombiner):
         return cost | {"flops_per_image": cost["flops_per_image"] + fusion["flops_per_image"],
                        "inference_ms_per_image": round(cost["inference_ms_per_image"]
                                                        + fusion["inference_ms_per_image"], 3)}
+
+    def photo_predictor(self, job: PhotoJob):
+        members = job.members()
+        model = StackingModel(len(members), job.spec.num_classes, job.strategy.fusion)
+        load_weights(model, job.strategy_dir / "train" / "checkpoints" / "best.pt")
+        model.to(job.device).eval()
+
+        def predict(photo):
+            probs = torch.stack([job.inference.probabilities(member, photo) for member in members], 1)
+            return model.probabilities(model({"probs": probs, "photo": photo}))
+
+        return predict
 
     def report_fields(self, strategy):
         return {"curves": False, "hypothesis": {"label": "frozen stacking", "role": "stacking", "discriminator": None,
@@ -166,6 +201,12 @@ class Joint(TrainedCombiner):
         # As many training images as val, without the jitter: diversity on both, epoch by epoch, shows collusion.
         monitor = Subset(unjittered, range(min(len(val), len(unjittered))))
         return TrainingSetup(model, _dataset(job, "train"), val, _dataset(job, "test"), member_inputs, monitor)
+
+    def photo_predictor(self, job: PhotoJob):
+        model, _ = self.build(job.cfg, job.strategy, job.spec)
+        load_weights(model, job.strategy_dir / "train" / "checkpoints" / "best.pt", job.spec.palette)
+        model.to(job.device).eval()
+        return lambda photo: job.inference.probabilities(model, photo)
 
     def cost(self, inputs: CostInputs) -> dict:
         joint, _ = self.build(inputs.cfg, inputs.strategy, inputs.spec)

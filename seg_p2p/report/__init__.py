@@ -54,9 +54,10 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
     training_curves_figure(study, out_dir / "training_curves.png")
 
     who = subject(study)
+    evaluation = evaluation_protocol(cfg)
     text = _TEMPLATES.get_template("conclusion.md.j2").render(
         name=cfg.name, dataset=study.dataset, seeds=", ".join(map(str, study.seeds)), first_seed=study.seeds[0],
-        n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, n_classes=len(study.classes),
+        n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, evaluation=evaluation, n_classes=len(study.classes),
         tables=tables, best=best, bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows), subject=who,
         beta_figure=bool(len(points)), trainable=trainable_sentence(rows, who), pays=pays_sentence(rows),
         discriminator=discriminator_sentence(study, rows, who), diversity=diversity_sentence(rows))
@@ -64,8 +65,19 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
     write_text(path, text)
     write_json(out_dir / "summary.json", headline_metrics(study, rows))
     write_json(out_dir / "study.json", {"name": cfg.name, "dataset": study.dataset, "seeds": study.seeds,
-                                        "n_test": study.n_test, "classes": study.classes})  # for --compare
+                                        "n_test": study.n_test, "classes": study.classes,
+                                        "evaluation": evaluation})  # for --compare
     return path
+
+
+def evaluation_protocol(cfg) -> str:
+    """Which inference mode produced the numbers, in words (config.InferenceConfig)."""
+    size, settings = cfg.data.crop_size, cfg.inference
+    tta = ", averaged with the mirrored photo" if settings.flip_tta else ""
+    if settings.mode == "slide":
+        return (f"slide mode: {size} px windows ({settings.overlap} px overlap) over each photo at its native size"
+                f"{tta}, scored against the labels at their native size")
+    return f"resize mode: each photo resized to {size}x{size} px{tta}, scored against the labels resized alike"
 
 
 def headline_metrics(study: Study, rows: list[dict]) -> dict[str, float]:

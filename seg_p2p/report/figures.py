@@ -13,6 +13,7 @@ from PIL import Image
 
 from seg_p2p.atomic import atomic_path
 from seg_p2p.errors import UserError
+from seg_p2p.ragged import RaggedArray
 from seg_p2p.report.study import Study
 
 QUALITATIVE_IMAGES = 4
@@ -33,19 +34,18 @@ def _colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def qualitative_figure(study: Study, path: Path) -> None:
     """A few test images: photo, truth, then every member's and strategy's prediction (first seed)."""
-    preds = {m: np.load(study.pred_path(m), mmap_mode="r") for m in study.models}
-    photos = np.load(study.data_dir / "test_photos.npy", mmap_mode="r")
-    masks = np.load(study.data_dir / "test_masks.npy", mmap_mode="r")
+    preds = {m: RaggedArray(study.pred_path(m).with_suffix("")) for m in study.models}
+    photos, masks = (RaggedArray(study.data_dir / f"test_{part}") for part in ("photos", "masks"))
     for model, pred in preds.items():
         if len(pred) != len(masks):
             raise UserError(f"{study.pred_path(model)}: {len(pred)} images but test_masks.npy has {len(masks)}; "
                             "run `dvc repro` to bring it up to date")
-    h, w = next(iter(preds.values())).shape[1:]
     picks = np.unique(np.linspace(0, len(masks) - 1, min(QUALITATIVE_IMAGES, len(masks))).round().astype(int))
     columns = ["photo", "truth", *study.models]
     fig = Figure(figsize=(1.6 * len(columns), 1.7 * len(picks)), layout="constrained")
     axes = fig.subplots(len(picks), len(columns), squeeze=False)
     for row, index in enumerate(picks):
+        h, w = preds[study.models[0]][index].shape  # the evaluation size (every model predicts at it)
         photo = np.asarray(Image.fromarray(np.asarray(photos[index])).resize((w, h), Image.BILINEAR))
         truth = np.asarray(Image.fromarray(np.asarray(masks[index])).resize((w, h), Image.NEAREST))
         images = [photo, _colourise(truth, study.colours)]

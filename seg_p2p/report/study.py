@@ -86,7 +86,7 @@ class Study:
         return self.runs_dir / f"seed{seed}" / "evaluate" / f"{model}_test_confusion.npy"
 
     def pred_path(self, model: str) -> Path:
-        """Test predictions of the first seed: the qualitative grid shows one run."""
+        """Test predictions of the first seed (the ragged array's data file): the qualitative grid shows one run."""
         return model_dir(self.runs_dir / f"seed{self.seeds[0]}", model, self.members) / "predict" / "test_pred.npy"
 
     def history_path(self, model: str, seed: int) -> Path:
@@ -94,9 +94,11 @@ class Study:
 
     def inputs(self) -> list[tuple[Path, str]]:
         """Every file read after the evaluate records, with the stage that makes it."""
-        files = [(self.data_dir / "test_photos.npy", "prepare"), (self.data_dir / "test_masks.npy", "prepare")]
+        files = [(self.data_dir / f"test_{part}", "prepare")
+                 for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")]
         files += [(self.confusion_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
-        files += [(self.pred_path(m), "predict" if m in self.members else "ensemble") for m in self.models]
+        files += [(path, "predict" if m in self.members else "ensemble") for m in self.models
+                  for path in (self.pred_path(m), self.pred_path(m).with_suffix(".json"))]
         files += [(self.history_path(m, seed), "train" if m in self.members else "ensemble")
                   for seed in self.seeds for m in self.trained]
         return files
@@ -127,7 +129,7 @@ class Study:
 
     @cached_property
     def n_test(self) -> int:
-        return len(np.load(self.data_dir / "test_masks.npy", mmap_mode="r"))
+        return len(json.loads((self.data_dir / "test_names.json").read_text()))
 
     def values(self, model: str, key: str) -> list[float]:
         """One record field across seeds, nulls dropped."""

@@ -1,0 +1,133 @@
+"""`seg-p2p segment --model DIR --out OUT INPUT...`: label new photos with a trained member or strategy.
+
+DIR is a member's folder (runs/seed{K}/members/{member}) or a strategy's (runs/seed{K}/ensembles/{strategy}), which
+finds its members beside it through the run layout. For each photo, at the photo's own size, it writes
+OUT/{stem}.png (class indices), OUT/{stem}_colour.png (the dataset's palette, void black) and OUT/{stem}_overlay.png
+(the colours over the photo). Every input is decoded once before the first output is written, so an unreadable one
+stops the run with nothing written; then one photo at a time is in memory, each file written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from seg_p2p.atomic import check_writable, write_bytes
+from seg_p2p.config import Config
+from seg_p2p.data.readers import IMAGE_SUFFIXES, natural_key, open_image, to_rgb
+from seg_p2p.data.spec import DatasetSpec
+from seg_p2p.data.transforms import build_transform
+from seg_p2p.device import select_device
+from seg_p2p.errors import UserError
+from seg_p2p.inference import Inference, resample
+
+OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
+
+
+def list_inputs(inputs: list[str]) -> list[Path]:
+    """Image files named directly or found in named folders (not recursive), each readable, each once; two files
+    of one stem would write the same outputs, so they are refused."""
+    photos: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted((p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+            if not found:
+                raise UserError(f"{item}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                "name image files or folders of them")
+            photos += found
+        elif item.is_file():
+            photos.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder; check the path")
+    photos = list({photo.resolve(): photo for photo in photos}.values())  # a file named twice is labelled once
+    seen: dict[str, Path] = {}
+    for photo in photos:
+        if photo.stem in seen:
+            raise UserError(f"{photo}: same name as {seen[photo.stem]}; outputs are named by stem, so segment "
+                            "them in two runs with different --out folders")
+        seen[photo.stem] = photo
+    for photo in tqdm(photos, desc="check inputs", unit="img", leave=False):
+        to_rgb(open_image(photo), photo)  # unreadable, truncated, 16-bit or transparent: refused before any output
+    return photos
+
+
+def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: Inference, device: torch.device,
+                    strategies_dir: Path) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """(what DIR holds, a function photo -> probabilities), found from the run layout."""
+    from seg_p2p.ensemble.strategy import PhotoJob, combiner_kind, load_strategy, weights_path
+    from seg_p2p.predict import load_member
+
+    role, name = model_dir.parent.name, model_dir.name
+    if role == "members" and (model_dir / "train" / "checkpoints" / "best.pt").is_file():
+        model = load_member(cfg, name, spec, weights_path(model_dir.parent, name), device)
+        return f"member {name}", lambda photo: inference.probabilities(model, photo)
+    if role == "ensembles" and (model_dir.parent.parent / "members").is_dir():
+        strategy = load_strategy(cfg, name, strategies_dir)
+        kind = combiner_kind(strategy)
+        if kind.trained and not (model_dir / "train" / "checkpoints" / "best.pt").is_file():
+            raise UserError(f"{model_dir}: strategy '{name}' has not been trained here (no train/checkpoints/best.pt)"
+                            "; run `dvc repro ensemble` first")
+        job = PhotoJob(cfg, strategy, spec, model_dir, model_dir.parent.parent / "members", device, inference)
+        for member in strategy.members:
+            if not weights_path(job.members_dir, member).is_file():
+                raise UserError(f"{weights_path(job.members_dir, member)}: missing, and strategy '{name}' needs "
+                                f"member {member}; run `dvc repro train` first")
+        return f"strategy {name} ({strategy.combiner})", kind.photo_predictor(job)
+    raise UserError(f"{model_dir}: holds no trained model; point --model at runs/seed<K>/members/<member> "
+                    "(with train/checkpoints/best.pt) or runs/seed<K>/ensembles/<strategy>")
+
+
+def read_spec(data_dir: Path) -> DatasetSpec:
+    path = data_dir / "spec.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; --data must be the prepared dataset the model was trained on "
+                        "(its classes and colours), e.g. data/prepared")
+    return DatasetSpec.model_validate(json.loads(path.read_text()))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def segment(cfg: Config, model_dir: Path, inputs: list[str], out_dir: Path, data_dir: Path, strategies_dir: Path,
+            mode: str | None, tta: bool) -> int:
+    trained_mode = cfg.inference.mode
+    settings = cfg.inference.model_copy(update={"mode": mode or trained_mode, "flip_tta": tta or cfg.inference.flip_tta})
+    cfg = cfg.model_copy(update={"inference": settings})
+    if settings.mode != trained_mode:
+        print(f"seg-p2p: warning: the models were trained for {trained_mode} inference (inference.mode); "
+              f"--mode {settings.mode} applies them at another scale", file=sys.stderr)
+    spec = read_spec(data_dir)
+    device = select_device(cfg.train.device)
+    inference = Inference(settings, cfg.data.crop_size, cfg.train.batch_size)
+    label, predict = model_predictor(cfg, model_dir, spec, inference, device, strategies_dir)
+    photos = list_inputs(inputs)
+    check_writable(out_dir)
+    colours = np.zeros((256, 3), np.uint8)
+    colours[:spec.num_classes] = spec.palette
+    transform = build_transform(cfg, train=False)
+    torch.manual_seed(0)  # dropout_at_test draws from it: the same photo gives the same labels
+    for path in tqdm(photos, desc=f"segment ({label}, {settings.mode})", unit="img"):
+        photo = to_rgb(open_image(path), path)
+        model_input = transform(image=photo)["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(model_input.transpose(2, 0, 1))).float()[None] / 127.5 - 1
+        probs = resample(predict(tensor.to(device)).float().cpu(), photo.shape[:2])  # back to the photo's size
+        labels = probs[0].argmax(0).to(torch.uint8).numpy()
+        colour = colours[labels]
+        overlay = (OVERLAY_ALPHA * colour + (1 - OVERLAY_ALPHA) * photo).round().astype(np.uint8)
+        for suffix, image in (("", labels), ("_colour", colour), ("_overlay", overlay)):
+            write_bytes(out_dir / f"{path.stem}{suffix}.png", png_bytes(image))
+    print(f"seg-p2p segment: {len(photos)} photo(s) labelled by {label} in {out_dir}", file=sys.stderr)
+    return len(photos)

@@ -1,0 +1,87 @@
+"""`seg-p2p segment`: labels at each photo's own size, the same bytes on every run, and bad inputs refused with one
+line and nothing written (members, `learned` and `joint` on a dataset of varied sizes: test_any_size.py)."""
+
+import numpy as np
+import pytest
+from conftest import train_argv
+from PIL import Image
+
+from seg_p2p.cli import main
+
+
+@pytest.fixture(scope="module")
+def member(workspace):
+    """A tiny unet_l1 trained for one epoch, in the run layout segment reads."""
+    folder = workspace / "runs" / "seed0" / "members" / "unet_l1"
+    main(train_argv(workspace, folder / "train", member="unet_l1"))
+    return folder
+
+
+def photos(folder, sizes=((45, 77), (32, 32), (100, 20))):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def segment(workspace, model, out, *inputs, extra=()):
+    try:
+        main(["--params", str(workspace / "params.yaml"), "segment", "--model", str(model), "--out", str(out),
+              "--data", str(workspace / "data"), *extra, *map(str, inputs)])
+        return 0
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("mode", ["resize", "slide"])
+def test_labels_come_out_at_each_photos_size_and_repeat_exactly(workspace, member, tmp_path, mode):
+    folder = photos(tmp_path / "in")
+    assert segment(workspace, member, tmp_path / "a", folder, extra=("--mode", mode)) == 0
+    assert segment(workspace, member, tmp_path / "b", folder, extra=("--mode", mode)) == 0
+    for photo in folder.iterdir():
+        for suffix in ("", "_colour", "_overlay"):
+            first = tmp_path / "a" / f"{photo.stem}{suffix}.png"
+            assert Image.open(first).size == Image.open(photo).size
+            assert first.read_bytes() == (tmp_path / "b" / first.name).read_bytes()
+
+
+def assert_refused(capsys, code, *expected):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("seg-p2p: error: ")
+    for text in expected:
+        assert text in err[-1]
+
+
+def test_an_unreadable_input_is_refused_before_anything_is_written(workspace, member, tmp_path, capsys):
+    folder = photos(tmp_path / "in")
+    broken = folder / "p9.png"
+    broken.write_bytes((folder / "p0.png").read_bytes()[:100])
+    code = segment(workspace, member, tmp_path / "out", folder / "p1.png", folder)
+    assert_refused(capsys, code, str(broken), "unreadable or truncated")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["empty folder", "no model", "missing input", "repeated name"])
+def test_bad_arguments_are_refused(workspace, member, tmp_path, capsys, case):
+    folder = photos(tmp_path / "in")
+    model, inputs, expected = member, [folder], ()
+    if case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        inputs, expected = [tmp_path / "empty"], (f"{tmp_path / 'empty'}: holds no image files",)
+    elif case == "no model":
+        model, expected = tmp_path, (f"{tmp_path}: holds no trained model", "runs/seed<K>/members/<member>")
+    elif case == "missing input":
+        inputs, expected = [tmp_path / "nope.png"], (f"{tmp_path / 'nope.png'}: no such file or folder",)
+    else:
+        photos(tmp_path / "other")
+        inputs, expected = [folder, tmp_path / "other"], ("p0.png: same name as", "different --out folders")
+    assert_refused(capsys, segment(workspace, model, tmp_path / "out", *inputs), *expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_strategy_without_its_training_is_refused(workspace, member, tmp_path, capsys):
+    strategy = workspace / "runs" / "seed0" / "ensembles" / "learned"
+    strategy.mkdir(parents=True, exist_ok=True)
+    code = segment(workspace, strategy, tmp_path / "out", photos(tmp_path / "in"))
+    assert_refused(capsys, code, f"{strategy}: strategy 'learned' has not been trained here", "dvc repro ensemble")
