@@ -109,6 +109,18 @@ def cmd_study(args):
     run_study(Path(args.params))
 
 
+def add_segment_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
+    p.add_argument("--model", required=True, help="runs/seed<K>/members/<member> or runs/seed<K>/ensembles/<strategy>")
+    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_colour.png, <stem>_overlay.png")
+    p.add_argument("--data", default="data/prepared", help="the prepared dataset the model was trained on "
+                   "(its classes and colours; default: data/prepared)")
+    p.add_argument("--mode", choices=["resize", "slide"], help="inference mode (default: inference.mode)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored photo (inference.flip_tta)")
+    p.add_argument("--strategies-dir", default="ensembles")
+    p.set_defaults(func=cmd_segment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seg-p2p", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="base parameter file (default: params.yaml)")
@@ -172,16 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "finished reports (reports/<name> folders), one row per study")
     p.set_defaults(func=cmd_report)
 
-    p = with_experiment(sub.add_parser("segment", help="label photos of any size with a trained member or strategy"))
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
-    p.add_argument("--model", required=True, help="runs/seed<K>/members/<member> or runs/seed<K>/ensembles/<strategy>")
-    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_colour.png, <stem>_overlay.png")
-    p.add_argument("--data", default="data/prepared", help="the prepared dataset the model was trained on "
-                   "(its classes and colours; default: data/prepared)")
-    p.add_argument("--mode", choices=["resize", "slide"], help="inference mode (default: inference.mode)")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored photo (inference.flip_tta)")
-    p.add_argument("--strategies-dir", default="ensembles")
-    p.set_defaults(func=cmd_segment)
+    add_segment_parser(with_experiment(sub.add_parser(
+        "segment", help="label photos of any size with a trained member or strategy")))
 
     exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
     p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")

@@ -52,6 +52,11 @@ class Inference:
         self.settings, self.window, self.batch_size = settings, window, batch_size
         self.stride = window - settings.overlap
 
+    @classmethod
+    def from_config(cls, cfg) -> "Inference":
+        """The run's inference: its settings, windows of the training crop size, batches of train.batch_size."""
+        return cls(cfg.inference, cfg.data.crop_size, cfg.train.batch_size)
+
     @property
     def slide(self) -> bool:
         return self.settings.mode == "slide"

@@ -97,7 +97,7 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
     model = load_member(cfg, name, data.spec, checkpoint, device)
     check_writable(out_dir)
     torch.manual_seed(0)  # dropout_at_test draws from it: the same checkpoint gives the same probabilities
-    inference = Inference(cfg.inference, cfg.data.crop_size, cfg.train.batch_size)
+    inference = Inference.from_config(cfg)
     for split in splits:
         dataset = SegmentationDataset(data, split, build_transform(cfg, train=False))
         names = data.names(split)

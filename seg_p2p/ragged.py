@@ -17,6 +17,11 @@ import numpy as np
 from seg_p2p.atomic import open_npy, write_json
 
 
+def offsets(shapes: list[tuple[int, ...]]) -> list[int]:
+    """Where each item starts in the flat data, and (last) the total length."""
+    return np.concatenate([[0], np.cumsum([int(np.prod(s)) for s in shapes])]).astype(int).tolist()
+
+
 def files(path: Path) -> tuple[Path, Path]:
     """(data .npy, shapes .json) of the ragged array `path` (given without suffix)."""
     return path.with_name(f"{path.name}.npy"), path.with_name(f"{path.name}.json")
@@ -28,7 +33,7 @@ class RaggedArray:
     def __init__(self, path: Path):
         data, shapes = files(Path(path))
         self.shapes = [tuple(shape) for shape in json.loads(shapes.read_text())]
-        self.offsets = np.concatenate([[0], np.cumsum([int(np.prod(s)) for s in self.shapes])]).tolist()
+        self.offsets = offsets(self.shapes)
         self.data = np.load(data, mmap_mode="r")
 
     def __len__(self) -> int:
@@ -46,7 +51,7 @@ class RaggedWriter:
 
     def __init__(self, data: np.ndarray, shapes: list[tuple[int, ...]]):
         self.data, self.shapes = data, shapes
-        self.offsets = np.concatenate([[0], np.cumsum([int(np.prod(s)) for s in shapes])]).tolist()
+        self.offsets = offsets(shapes)
 
     def __setitem__(self, i: int, value: np.ndarray) -> None:
         if tuple(value.shape) != self.shapes[i]:
@@ -60,6 +65,6 @@ def open_ragged(path: Path, dtype, shapes: list[tuple[int, ...]]) -> Iterator[Ra
     reader that finds the shapes finds the data)."""
     data_path, shapes_path = files(Path(path))
     shapes = [tuple(int(d) for d in shape) for shape in shapes]
-    with open_npy(data_path, dtype, (sum(int(np.prod(s)) for s in shapes),)) as data:
+    with open_npy(data_path, dtype, (offsets(shapes)[-1],)) as data:
         yield RaggedWriter(data, shapes)
     write_json(shapes_path, [list(shape) for shape in shapes])

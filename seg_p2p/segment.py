@@ -111,7 +111,7 @@ def segment(cfg: Config, model_dir: Path, inputs: list[str], out_dir: Path, data
               f"--mode {settings.mode} applies them at another scale", file=sys.stderr)
     spec = read_spec(data_dir)
     device = select_device(cfg.train.device)
-    inference = Inference(settings, cfg.data.crop_size, cfg.train.batch_size)
+    inference = Inference.from_config(cfg)
     label, predict = model_predictor(cfg, model_dir, spec, inference, device, strategies_dir)
     photos = list_inputs(inputs)
     check_writable(out_dir)

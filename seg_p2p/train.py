@@ -37,7 +37,7 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
                       "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed})
     with Tracker(cfg, f"train/{name}", tags, params, defer=True) as tracker:  # fit opens it, knowing the run
         job = Job(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
-                  Inference(cfg.inference, cfg.data.crop_size, cfg.train.batch_size))
+                  Inference.from_config(cfg))
         try:
             summary = fit(model, train_set, val_set, job, resume)
         except TrainingDiverged as exc:

@@ -39,7 +39,7 @@ class FixedCombiner(CombinerKind):
 
     def run(self, job: StrategyRun) -> None:
         probs = member_probs(job.runs_dir, job.strategy.members, "test")  # missing outputs fail before tracking
-        inference = Inference(job.cfg.inference, job.cfg.data.crop_size, job.cfg.train.batch_size)
+        inference = Inference.from_config(job.cfg)
         names = job.data.names("test")
         eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
         with job.tracker(), prediction_writer(job.out_dir / "predict", "test", names, eval_sizes,

@@ -78,7 +78,7 @@ class TrainedCombiner(CombinerKind):
                                code=__name__,
                                inputs=job.data.files() + setup.inputs)
         out = job.out_dir / "train"
-        inference = Inference(cfg.inference, cfg.data.crop_size, cfg.train.batch_size)
+        inference = Inference.from_config(cfg)
         with job.tracker(defer=True) as tracker:
             try:
                 fit(model, setup.train, setup.val, Job(settings, job.seed, out, tracker, identity, spec.palette,
