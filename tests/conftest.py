@@ -40,6 +40,15 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_tracking(tmp_path_factory):
+    """Module- and session-scoped fixtures run before _isolated_tracking: one that trains in process would
+    otherwise track into the repo's mlflow.db and pin MLflow's process-wide URI there for every later test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('fixtures') / 'mlflow.db'}")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path, monkeypatch):
     """Each test tracks into its own sqlite store, never into the repo's mlflow.db."""
