@@ -9,10 +9,8 @@ syncs every LOG_EVERY steps (`LossLog`), so the loop never waits on the accelera
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from seg_p2p.config import TrainConfig
 from seg_p2p.device import Precision, select_device, to_device
 from seg_p2p.epoch_outputs import split_scores, write_history, write_samples
 from seg_p2p.inference import Inference
+from seg_p2p.interrupts import interrupts_raise
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything
@@ -39,28 +38,6 @@ COLLAPSE_LOSS = 1e-3  # discriminator loss below this, for collapse_patience ste
 
 class TrainingDiverged(Exception):
     """A loss became NaN or infinite: the run stops, the last good checkpoint stays."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT and SIGTERM: stop, keep the last checkpoint, mark the MLflow run KILLED."""
-
-
-def _raise_interrupted(signum, frame):
-    exc = Interrupted(f"signal {signum}")
-    exc.signum = signum  # the CLI exits 128 + signum
-    raise exc
-
-
-@contextmanager
-def interrupts_raise():
-    """Our own handler for SIGINT and SIGTERM, whatever the inherited disposition: a process started in
-    the background inherits SIGINT ignored, and Ctrl-C, `kill` and such a process must behave alike."""
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from seg_p2p.atomic import process_gone
-
 from seg_p2p.config import Config
+from seg_p2p.interrupts import deferred
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -75,11 +75,12 @@ class Tracker:
     def _call(self, fn, *args, **kwargs):
         if self.mlflow is None:
             return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any store failure must not stop training
-            self._fail(exc)
-            return None
+        with deferred():  # a signal is raised after the call: cut mid-transaction, it would lock the store
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any store failure must not stop training
+                self._fail(exc)
+                return None
 
     def _parent_run_id(self, client, experiment_id: str) -> str:
         key = experiment_key(self.cfg)

@@ -57,6 +57,9 @@ def _isolated_tracking(tmp_path, monkeypatch):
 
 # ---- the one tiny configuration -----------------------------------------------------------------------
 
+TINY_ENCODER = "tu-resnet10t"  # timm's ResNet-10, params.yaml's: the cheapest smp encoder we run at 32 px
+
+
 def tiny_settings(delta: dict | None = None) -> dict:
     """The repo's params.yaml at toy size (one seed, 32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on
     the CPU), plus `delta`."""
@@ -75,7 +78,7 @@ def tiny_settings(delta: dict | None = None) -> dict:
         if "discriminator" in member:
             member["discriminator"]["ndf"] = 8
         if member["kind"] == "unet_ce":
-            member["encoder"] = "resnet18"
+            member["encoder"] = TINY_ENCODER
     return deep_merge(params, delta or {})
 
 

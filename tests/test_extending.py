@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import tiny_config, tiny_settings
+from conftest import TINY_ENCODER, tiny_config, tiny_settings
 from pydantic import PositiveInt
 from torch import nn
 
@@ -81,7 +81,7 @@ def tiny_member(kind: str) -> dict:
     if "discriminator" in fields:
         member["discriminator"] = {"ndf": 8}
     if "encoder" in fields:
-        member["encoder"] = "resnet18"
+        member["encoder"] = TINY_ENCODER
     return member
 
 
