@@ -2,8 +2,9 @@
 
 Scores come from the stored test predictions against the test masks, through the same torchmetrics scorer
 as validation; parameters, FLOPs (torch.utils.flop_counter) and inference time from the architectures (a
-strategy's kind measures its own). Writes `{out}/{model}.json`, `{out}/{model}_test_confusion.npy`
-(per-image, for the report's bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
+strategy's kind measures its own), measured on one model input and scaled to a whole test photo (its windows
+and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_confusion.npy` (per-image, for the report's
+bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from seg_p2p.atomic import save_npy, write_json
 from seg_p2p.config import Config
 from seg_p2p.ensemble.strategy import CostInputs, combiner_kind, load_strategy
 from seg_p2p.errors import UserError
+from seg_p2p.inference import Inference
 from seg_p2p.layout import model_dir
 from seg_p2p.metrics import SegmentationScorer, inference_cost
 from seg_p2p.models import build_member, role_counts
@@ -61,6 +63,15 @@ def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir
     return {"kind": "ensemble", "combiner": strategy.combiner, "members": strategy.members, **measured,
             **training_record(summary), "diverged": summary.get("diverged", False) if kind.trained else None,
             **kind.report_fields(strategy)}
+
+
+def per_photo(entry: dict, inputs: float) -> dict:
+    """A cost measured on one model input, for a whole test photo (`inputs`: Inference.inputs_per_photo). Exact for
+    networks that run on every input; a fusion net or fixed combiner that runs once on the whole photo is counted
+    per window too, which overstates its (small) share by the ratio of the windows' area to the photo's."""
+    return entry | {"flops_per_image": round(entry["flops_per_image"] * inputs),
+                    "inference_ms_per_image": round(entry["inference_ms_per_image"] * inputs, 3),
+                    "model_inputs_per_image": inputs}
 
 
 def score(predict_dir: Path, stage: str, truth, names: list[str]) -> tuple[dict, np.ndarray]:
@@ -108,14 +119,16 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
     test = SegmentationDataset(data, "test", build_transform(cfg, train=False), seed)
     # Masks at the evaluation size: native (slide mode, read as needed) or resized with the photos (resize mode).
     truth = data.masks("test") if cfg.inference.mode == "slide" else [test[i]["mask"] for i in range(len(test))]
-    # Costs are per model input, a crop_size photo (in slide mode: per window).
+    # Costs are measured on model inputs (crop_size photos, as a slide window), then scaled to a whole test photo.
     example = torch.stack([cropped_photo(data.photos("test")[i], cfg.data.crop_size)
                            for i in range(min(TIMING_BATCH, len(test)))])
     torch.manual_seed(seed)
 
     entries = {name: member_entry(cfg, name, spec, example, seed_dir) for name in cfg.members}
     entries |= {name: strategy_entry(cfg, name, spec, example, seed_dir, strategies_dir, entries)
-                for name in cfg.strategies}
+                for name in cfg.strategies}  # from the members' per-input costs: scaled once, below
+    inputs = Inference.from_config(cfg).inputs_per_photo(data.sizes("test"))
+    entries = {name: per_photo(entry, inputs) for name, entry in entries.items()}
     flat, tracked = {}, {}
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"

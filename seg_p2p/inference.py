@@ -69,6 +69,15 @@ class Inference:
         """Size at which a photo of `native` size is labelled and scored."""
         return tuple(native) if self.slide else (self.window, self.window)
 
+    def inputs_per_photo(self, sizes: list[tuple[int, int]]) -> float:
+        """Model inputs (crop_size photos) a photo costs, on average over photos of `sizes`: its windows in slide
+        mode (a photo smaller than a window is padded to one), one in resize mode; twice that with flip TTA."""
+        def windows(side: int) -> int:
+            return len(window_starts(side, self.window, self.stride))
+
+        per_photo = [windows(height) * windows(width) for height, width in sizes] if self.slide else [1]
+        return sum(per_photo) / len(per_photo) * (2 if self.settings.flip_tta else 1)
+
     def probabilities(self, model: SegModel, photo: torch.Tensor, mask: torch.Tensor | None = None,
                       on_window: OnWindow | None = None, source: str = "a photo") -> torch.Tensor:
         """(N, C, H, W) probabilities of photos (N, 3, H, W) in [-1, 1]; `on_window` sees each unmirrored model call

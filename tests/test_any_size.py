@@ -82,6 +82,9 @@ def test_exp_run_scores_every_model_at_each_photos_native_size(slide_study):
         assert [a.shape[1:] for a in RaggedArray(predict / "test_probs")] == sizes  # under max_stored_side: whole
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
     assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "max", "learned", "joint"}
+    for model in metrics:  # costs per photo: each test photo here takes 6 windows (32 px, 8 px overlap)
+        assert json.loads((root / "runs" / "seed0" / "evaluate" / f"{model}.json").read_text())[
+            "model_inputs_per_image"] == 6
     assert "slide" in (root / "reports" / "any-size" / "conclusion.md").read_text()
 
 

@@ -92,6 +92,23 @@ def test_a_photo_smaller_than_the_window_pads_or_is_refused(model):
         inference(pad="none").probabilities(model, x, source="street.png")
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("mode, tta", [("slide", False), ("slide", True), ("resize", True)])
+def test_inputs_per_photo_counts_the_inputs_the_model_sees(model, mode, tta):
+    """evaluate scales costs measured on one input by this: it must be what running the photos takes."""
+    run = inference(mode, overlap=8, flip_tta=tta)
+    sizes = [(80, 48), (20, 40), (56, 80)] if mode == "slide" else [(WINDOW, WINDOW)] * 2  # 6, 2 (padded), 6
+    seen = []
+    hook = model.register_forward_hook(lambda module, args, output: seen.append(len(args[0]["photo"])))
+    try:
+        for i, size in enumerate(sizes):
+            run.probabilities(model, photo(*size, seed=i))
+    finally:
+        hook.remove()
+    assert run.inputs_per_photo(sizes) == sum(seen) / len(sizes) == \
+        {("slide", False): 14 / 3, ("slide", True): 28 / 3, ("resize", True): 2}[mode, tta]
+
+
 def test_window_starts_cover_the_side_with_the_last_flush():
     for length in (32, 33, 63, 64, 65, 100, 480):
         for overlap in (0, 8, 31):
