@@ -41,17 +41,21 @@ def shared_dataset(name: str) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_tracking(tmp_path_factory):
+def _session_tracking(tmp_path_factory, mlflow_template):
     """Module- and session-scoped fixtures run before _isolated_tracking: one that trains in process would
     otherwise track into the repo's mlflow.db and pin MLflow's process-wide URI there for every later test."""
+    store = tmp_path_factory.mktemp("fixtures") / "mlflow.db"
+    shutil.copyfile(mlflow_template, store)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('fixtures') / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         yield
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking(tmp_path, monkeypatch):
-    """Each test tracks into its own sqlite store, never into the repo's mlflow.db."""
+def _isolated_tracking(tmp_path, monkeypatch, mlflow_template):
+    """Each test tracks into its own sqlite store, a copy of the template, never into the repo's mlflow.db or
+    (the experiment's artifact location) the repo's mlruns/."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
@@ -186,7 +190,10 @@ def empty_mlflow_store(folder: Path) -> Path:
     from mlflow.tracking import MlflowClient
 
     path = folder / "template.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("seg_p2p")
+    # An experiment made by set_experiment would keep its artifacts (best.pt, samples) under the cwd's mlruns/:
+    # in process, the repo's. Every copy of this store keeps them here instead.
+    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("seg_p2p",
+                                                                      artifact_location=(folder / "artifacts").as_uri())
     return path
 
 
@@ -197,9 +204,8 @@ def mlflow_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def mlflow_store(mlflow_template, tmp_path) -> Path:
-    """_isolated_tracking points MLFLOW_TRACKING_URI at tmp_path/mlflow.db: start it from the ready-made store."""
-    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
+def mlflow_store(tmp_path) -> Path:
+    """The test's own store, tmp_path/mlflow.db (_isolated_tracking made it)."""
     return tmp_path / "mlflow.db"
 
 

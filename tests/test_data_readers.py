@@ -151,13 +151,13 @@ def test_prepare_at_least_one_val_and_val_as_test(tmp_path):
 
 def test_prepare_synthetic_and_replace(tmp_path):
     cfg = DataConfig(load_size=32, crop_size=32, synthetic=SyntheticConfig(size=32, num_train=3, num_val=2, num_test=2))
-    out = tmp_path / "prepared"
+    out = tmp_path / "data" / "prepared"
     prepare(cfg, out)
     prepare(cfg, out)  # an existing cache is replaced whole
     data = PreparedData(out)
     assert data.spec.name == "synthetic" and data.sizes("train") == [(32, 32)] * 3
     assert data.names("test") == ["test_0000", "test_0001"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temp folders left behind
+    assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]  # no temp folders left behind
 
 
 def test_prepare_refuses_a_foreign_folder(tmp_path):
