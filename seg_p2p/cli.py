@@ -43,9 +43,12 @@ def cmd_params(args):
 
 
 def cmd_train(args):
+    from seg_p2p.distributed import launch_if_asked
     from seg_p2p.train import train_member
 
-    train_member(_config(args), args.member, args.seed, Path(args.data), Path(args.out), resume=not args.fresh)
+    cfg = _config(args)
+    launch_if_asked(cfg.train.processes, args.argv)  # train.processes > 1: this command again, under torchrun
+    train_member(cfg, args.member, args.seed, Path(args.data), Path(args.out), resume=not args.fresh)
 
 
 def cmd_predict(args):
@@ -100,7 +103,20 @@ def cmd_segment(args):
 def cmd_exp_run(args):
     from seg_p2p.experiments import run_experiment
 
-    run_experiment(Path(args.file), queue=args.queue, params=Path(args.params))
+    run_experiment(Path(args.file), queue=args.queue, params=Path(args.params), cluster=args.cluster,
+                   wait=not args.no_wait)
+
+
+def cmd_cluster_run(args):
+    from seg_p2p.cluster.client import cluster_run
+
+    cluster_run(_config(args), Path.cwd(), dry_run=args.dry_run, wait=not args.no_wait)
+
+
+def cmd_cluster_status(args):
+    from seg_p2p.cluster.client import cluster_status
+
+    cluster_status(_config(args), Path.cwd(), wait=args.wait)
 
 
 def cmd_study(args):
@@ -190,8 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
     p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")
     p.add_argument("file")
-    p.add_argument("--queue", action="store_true", help="queue it; start workers with `dvc queue start -j N`")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--queue", action="store_true", help="queue it; start workers with `dvc queue start -j N`")
+    where.add_argument("--cluster", action="store_true", help="run its stages as cluster jobs, in a workspace of "
+                       "its own (.cluster/workspaces/NAME); it comes back as a DVC experiment")
+    p.add_argument("--no-wait", action="store_true", help="with --cluster: submit and return")
     p.set_defaults(func=cmd_exp_run)
+
+    cluster = sub.add_parser("cluster", help="every out-of-date DVC stage a scheduler job (SLURM via submitit)")
+    cluster = cluster.add_subparsers(dest="cluster_command", required=True)
+    p = cluster.add_parser("run", help="submit every out-of-date stage, each after the stages it depends on")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (stage, resources, dependencies); "
+                   "submit nothing")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; follow with `cluster status`")
+    p.set_defaults(func=cmd_cluster_run)
+    p = cluster.add_parser("status", help="the jobs of the last submission and their states")
+    p.add_argument("--wait", action="store_true", help="follow them until they end")
+    p.set_defaults(func=cmd_cluster_status)
 
     p = sub.add_parser("study", help="run the whole study with `dvc repro` and say where the tables are")
     p.set_defaults(func=cmd_study)
@@ -199,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         if hasattr(args, "seed"):  # every command with --seed runs torch anyway: seeding's import costs nothing extra
             from seg_p2p.seeding import check_seed

@@ -45,6 +45,18 @@ def stage_code(stage: str, package_root: Path | None = None) -> list[Path]:
     return sorted(set(_closure(roots, package_root)) | {cli_file} | set(_ancestor_inits(CLI_MODULE, package_root)))
 
 
+def import_graph(package_root: Path | None = None) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (lazy imports included), for every module of the package."""
+    package_root = package_root or PACKAGE_ROOT
+    graph = {}
+    for path in sorted(package_root.rglob("*.py")):
+        parts = path.relative_to(package_root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imported = _imported_modules(path, module, package_root, module_level_only=False)
+        graph[module] = {name for name in imported if _module_file(name, package_root) and name != module}
+    return graph
+
+
 def _closure(roots: list[str], package_root: Path) -> list[Path]:
     sources: set[Path] = set()
     pending = list(roots)

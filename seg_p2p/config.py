@@ -11,16 +11,10 @@ import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from seg_p2p.errors import UserError
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys and silent type coercion are refused."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+from seg_p2p.settings import MemberSettings, Strict, read_yaml, validation_message
 
 
 class SyntheticConfig(Strict):
@@ -80,7 +74,8 @@ class TrainConfig(Strict):
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = True
-    sync_batchnorm: bool = False  # multi-GPU (torchrun): BatchNorm statistics over the global batch
+    processes: PositiveInt = 1  # data-parallel processes of one training (torchrun; on CUDA one GPU each)
+    sync_batchnorm: bool = False  # several processes: BatchNorm statistics over the global batch
     collapse_patience: PositiveInt = 200  # steps of discriminator loss < 1e-3 before a collapse is flagged
 
     @model_validator(mode="after")
@@ -88,19 +83,6 @@ class TrainConfig(Strict):
         if self.n_epochs + self.n_epochs_decay == 0:
             raise ValueError("n_epochs + n_epochs_decay is 0; train for at least one epoch")
         return self
-
-
-class OptimizerConfig(Strict):
-    lr: PositiveFloat = 2e-4
-    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
-
-
-class MemberSettings(Strict):
-    """Base of every member kind's settings (seg_p2p/models): `kind` names the registered kind."""
-
-    kind: str
-    optimizer: OptimizerConfig = OptimizerConfig()
 
 
 def default_members() -> dict[str, MemberSettings]:
@@ -114,6 +96,54 @@ class MlflowConfig(Strict):
     experiment: str = "seg_p2p"
 
 
+class StageResources(Strict):
+    """What one job of a stage asks the scheduler for (`seg-p2p cluster run`)."""
+
+    cpus: PositiveInt = 2  # also the job's threads (OMP_NUM_THREADS = cpus / processes)
+    gpus: Annotated[int, Field(ge=0, le=1)] = 0  # per process: a training runs train.processes processes
+    mem_gb: PositiveFloat = 8.0
+    time_min: PositiveInt = 60
+
+
+class ClusterResources(Strict):
+    """Resources per stage kind (the dvc.yaml stage a job runs: train@pix2pix-0 is a `train` job)."""
+
+    prepare: StageResources = StageResources(cpus=4, mem_gb=16.0, time_min=240)
+    train: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
+    predict: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=240)
+    ensemble: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
+    evaluate: StageResources = StageResources(cpus=4, mem_gb=16.0, time_min=240)
+    report: StageResources = StageResources(cpus=2, mem_gb=8.0, time_min=60)
+
+
+GPU_STAGES = ("train", "predict", "ensemble")  # the stages whose models run on train.device
+# sbatch options `cluster run` sets itself, from cluster.resources, the DAG and its job folder.
+SBATCH_OWN = {"cpus-per-task", "gres", "gpus", "gpus-per-node", "mem", "time", "partition", "account",
+              "dependency", "kill-on-invalid-dep", "job-name", "output", "error", "nodes", "ntasks-per-node"}
+
+
+class ClusterConfig(Strict):
+    """`seg-p2p cluster run`: every out-of-date DVC stage a job through submitit (README, "On a cluster")."""
+
+    executor: Literal["auto", "slurm", "local"] = "auto"  # auto: slurm where sbatch is found, else local
+    folder: str = ".cluster"  # job scripts, logs and the submission record, on the filesystem the nodes share
+    partition: str | None = None
+    account: str | None = None
+    setup: list[str] = []  # shell lines run before each job (module load ..., source .venv/bin/activate)
+    sbatch: dict[str, str | int] = {}  # further sbatch options, passed through (qos, constraint, ...)
+    poll_seconds: PositiveFloat = 10.0  # how often a waiting client asks the scheduler
+    resources: ClusterResources = ClusterResources()
+
+    @field_validator("sbatch")
+    @classmethod
+    def _not_our_own(cls, options):
+        for key in options:
+            if key.replace("_", "-") in SBATCH_OWN:
+                raise ValueError(f"'{key}' is set by seg-p2p (from cluster.resources, partition, account and the "
+                                 "DAG); remove it here")
+        return options
+
+
 class Config(Strict):
     name: str = "synthetic-cpu"  # experiment name: reports/<name>/ and the MLflow parent run
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [0]
@@ -123,6 +153,7 @@ class Config(Strict):
     members: dict[str, MemberSettings] = Field(default_factory=default_members)
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     mlflow: MlflowConfig = MlflowConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +175,10 @@ class Config(Strict):
         if self.inference.overlap >= self.data.crop_size:
             raise ValueError(f"inference.overlap: {self.inference.overlap} px is not smaller than the window "
                              f"(data.crop_size {self.data.crop_size}); use 0 to {self.data.crop_size - 1}")
+        for stage in GPU_STAGES:
+            if getattr(self.cluster.resources, stage).gpus == 0 and self.train.device != "cpu":
+                raise ValueError(f"cluster.resources.{stage}.gpus: 0 for a stage that runs on train.device "
+                                 f"'{self.train.device}'; give it 1, or set train.device: cpu to run it on CPUs")
         return self
 
 
@@ -156,53 +191,6 @@ def deep_merge(base: dict, delta: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; check the path") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; point at a YAML file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror or exc}); point at a readable YAML file") from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of keys at the top level; see params.yaml for the layout")
-    return data
-
-
-def validation_message(source: str, exc: ValidationError) -> str:
-    """One line naming the first bad key and what is wrong with it."""
-    return f"{source}: {error_text(exc.errors()[0])}"
-
-
-def error_text(error: dict, prefix: tuple = ()) -> str:
-    """A pydantic error as 'key: what is wrong; what to do'; `prefix` is where the validated mapping sits."""
-    loc = [*prefix, *error["loc"]]
-    key = ".".join(str(part) for part in loc) or "(top level)"
-    kind, value = error["type"], error.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown key '{key}'; remove it or fix its spelling (see params.yaml for the valid keys)"
-    if kind == "value_error":  # our own validators: the message names the key and says what to do
-        return f"{f'{key}: ' if loc else ''}{error['msg'].removeprefix('Value error, ')}"
-    got = "" if isinstance(value, (dict, list)) else f" (got {value!r:.60})"
-    hint = ""
-    if isinstance(value, str) and kind in ("float_type", "int_type"):
-        try:
-            float(value)
-            hint = (" (YAML reads 1e-3 as text: write 1.0e-3)" if "e" in value.lower() else
-                    " (a quoted number is text: remove the quotes)")
-        except ValueError:
-            pass
-    return f"{key}: {error['msg']}{got}{hint}; fix this value"
 
 
 def load_config(params: str | Path = "params.yaml", experiment: str | Path | None = None,

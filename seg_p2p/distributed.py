@@ -1,8 +1,8 @@
 """Multi-GPU (or multi-process CPU) training with torch.distributed, as launched by torchrun.
 
-`torchrun --nproc_per_node N -m seg_p2p train ...` sets WORLD_SIZE/RANK/LOCAL_RANK; each process
-trains on its shard of every epoch's permutation with batch_size / N images, so the global batch
-is `train.batch_size` whatever N is. Generator and discriminator are wrapped in DDP separately (the
+`train.processes: N` makes `seg-p2p train ...` start itself again as `torchrun --nproc_per_node N -m seg_p2p
+train ...` (launch_if_asked), which sets WORLD_SIZE/RANK/LOCAL_RANK; each process trains on its shard of every
+epoch's permutation with batch_size / N images, so the global batch is `train.batch_size` whatever N is. Generator and discriminator are wrapped in DDP separately (the
 generator step calls the unwrapped discriminator: it is not being updated there, and DDP would wait
 for gradients that never come). Only rank 0 validates, logs and writes checkpoints.
 """
@@ -10,6 +10,7 @@ for gradients that never come). Only rank 0 validates, logs and writes checkpoin
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,6 +31,18 @@ class Rank:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def launch_if_asked(processes: int, argv: list[str]) -> None:
+    """Replace this process by torchrun running the same `seg_p2p` command in `processes` processes (one node,
+    a free rendezvous port); nothing when one process is asked for or when already under torchrun."""
+    if processes == 1 or "LOCAL_RANK" in os.environ:
+        return
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "seg_p2p", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def init(device_kind: str) -> Rank:

@@ -30,7 +30,7 @@ from seg_p2p.interrupts import interrupts_raise
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything
-from seg_p2p.tracking import Tracker
+from seg_p2p.tracking import Tracker, placement
 
 LOG_EVERY = 10  # steps between host syncs (progress bar, finiteness check); never per step
 COLLAPSE_LOSS = 1e-3  # discriminator loss below this, for collapse_patience steps, flags a collapse
@@ -194,7 +194,8 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
                "seconds_per_step": round(state.train_seconds / (state.total_epochs * steps_per_epoch), 5),
                "best_val_miou": state.best_miou if val_loader is not None else None,
                "final": state.history[-1] if state.history else {}, "discriminator_collapse": log.collapsed,
-               "diverged": False, "params": parameter_counts(model), "device": str(device)}
+               "diverged": False, "params": parameter_counts(model), "device": str(device),
+               "placement": placement() | {"threads": torch.get_num_threads(), "processes": rank.world}}
     if rank.is_main:
         write_json(job.out_dir / "summary.json", summary)
         job.tracker.log_metrics({"train_seconds": state.train_seconds}

@@ -1,20 +1,21 @@
 """Experiments are DVC experiments: `seg-p2p exp run FILE` validates the delta and hands it to `dvc exp run -S`.
 
-DVC does the rest (caching, `dvc exp show`, queues with `dvc queue start -j N`); nothing here schedules.
+DVC does the rest (caching, `dvc exp show`, queues with `dvc queue start -j N`); nothing here schedules. With
+`--cluster` the experiment's stages are cluster jobs in a workspace of its own (seg_p2p.cluster).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from seg_p2p.config import load_config, read_yaml
+from seg_p2p.config import load_config
+from seg_p2p.environment import dvc_executable, stage_environment
 from seg_p2p.errors import UserError
+from seg_p2p.settings import read_yaml
 
 
 def set_arguments(delta: dict, prefix: str = "") -> list[str]:
@@ -30,18 +31,6 @@ def set_arguments(delta: dict, prefix: str = "") -> list[str]:
     return args
 
 
-def stage_environment() -> dict[str, str]:
-    """Stages call `seg-p2p`: put this environment's scripts first on PATH, activated or not."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def dvc_executable() -> str:
-    found = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    if not Path(found).exists():
-        raise UserError("dvc is not installed in this environment; run `make install` (or pip install dvc)")
-    return found
-
-
 def check_study(cfg, source: Path) -> None:
     """What a stage would refuse later, refused now: every strategy the study names exists and is valid."""
     from seg_p2p.ensemble.strategy import check_strategies  # the package registers every combiner kind first
@@ -49,7 +38,10 @@ def check_study(cfg, source: Path) -> None:
     check_strategies(cfg, Path("ensembles"), source)
 
 
-def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.yaml")) -> None:
+def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.yaml"), cluster: bool = False,
+                   wait: bool = True) -> None:
+    """`dvc exp run` with the file's settings (`queue`: queued for `dvc queue start`); `cluster`: its stages as cluster
+    jobs in a workspace of its own, saved as the DVC experiment named after the file."""
     cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
     check_study(cfg, file)
     delta = read_yaml(file)
@@ -59,6 +51,13 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
         if not absolute.is_dir():
             raise UserError(f"{file}: data.root '{root}' is not a folder; point it at the dataset")
         delta["data"]["root"] = str(absolute)
+    if cluster:
+        from seg_p2p.cluster.client import cluster_run
+        from seg_p2p.cluster.workspace import experiment_workspace
+
+        workspace = experiment_workspace(Path.cwd(), cfg.cluster.folder, file.stem, set_arguments(delta)[1::2])
+        cluster_run(cfg, workspace, wait=wait, experiment=file.stem, tracking_root=Path.cwd())
+        return
     command = [dvc_executable(), "exp", "run", "-n", f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                *set_arguments(delta)]
     if queue:

@@ -1,9 +1,10 @@
 """MLflow tracking that never costs a result: one parent run per DVC experiment, a nested run per stage.
 
-Stages are separate processes, so each finds (or creates) the parent run by its tags and joins it
-through `mlflow.parentRunId`. A training keeps one run across kills and resumes: its checkpoint holds the
-run id and a resumed training reopens that run (`Tracker.open`); a run left RUNNING by a process that is
-gone is closed as KILLED when the same training starts again. Any failure of the tracking store is
+Stages are separate processes, so each finds (or creates) the parent run by its tags and joins it through
+`mlflow.parentRunId`; on a cluster the client creates it once, before any job starts, and passes its id to the
+jobs (PARENT_RUN_ENV), so stages starting at the same moment never make two. A training keeps one run across kills
+and resumes: its checkpoint holds the run id and a resumed training reopens that run (`Tracker.open`); a run left
+RUNNING by a process that is gone is closed as KILLED when the same training starts again. Any failure of the tracking store is
 reported once and tracking is switched off for the rest of the run: training goes on and the local files
 DVC reads are still written.
 """
@@ -21,6 +22,7 @@ from seg_p2p.config import Config
 from seg_p2p.interrupts import deferred
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_RUN_ENV = "SEG_P2P_MLFLOW_PARENT_RUN_ID"  # the parent run a cluster job joins (seg_p2p.cluster)
 
 
 def git_commit() -> str:
@@ -34,6 +36,45 @@ def git_commit() -> str:
 def experiment_key(cfg: Config) -> str:
     """The DVC experiment's name under `dvc exp run`, else the experiment name at this commit."""
     return os.environ.get("DVC_EXP_NAME") or f"{cfg.name}@{git_commit()[:8]}"
+
+
+def placement() -> dict[str, str]:
+    """Where the scheduler put this process: its host, the GPUs it may use and its SLURM job, where set."""
+    found = {"host": socket.gethostname()}
+    for key, variable in (("cuda_visible_devices", "CUDA_VISIBLE_DEVICES"), ("slurm_job_id", "SLURM_JOB_ID")):
+        if variable in os.environ:
+            found[key] = os.environ[variable]
+    return found
+
+
+def find_or_create_parent(client, experiment_id: str, cfg: Config, key: str) -> str:
+    """The id of the experiment's parent run (tag seg_p2p.parent = key), created if there is none."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`seg_p2p.parent` = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=key,
+                            tags={"seg_p2p.parent": key, "experiment": cfg.name, "dataset": cfg.data.dataset,
+                                  "git_commit": git_commit()})
+    client.log_param(run.info.run_id, "seeds", str(cfg.seeds))
+    return run.info.run_id
+
+
+def create_parent_run(cfg: Config, key: str) -> str | None:
+    """The parent run of experiment `key`, found or created once by a client before its jobs start (None, with a
+    warning, when the store cannot be reached: the jobs then find or create it themselves, or train untracked)."""
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri(DEFAULT_URI)
+        experiment = mlflow.set_experiment(cfg.mlflow.experiment)
+        return find_or_create_parent(MlflowClient(), experiment.experiment_id, cfg, key)
+    except Exception as exc:  # noqa: BLE001 - tracking never stops the work
+        detail = " ".join(str(exc).split())[:200]
+        print(f"seg-p2p: warning: MLflow tracking failed ({type(exc).__name__}: {detail}); the jobs run untracked "
+              "unless their store works", file=sys.stderr)
+        return None
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
@@ -82,18 +123,6 @@ class Tracker:
                 self._fail(exc)
                 return None
 
-    def _parent_run_id(self, client, experiment_id: str) -> str:
-        key = experiment_key(self.cfg)
-        found = client.search_runs([experiment_id], filter_string=f"tags.`seg_p2p.parent` = '{key}'",
-                                   max_results=1)
-        if found:
-            return found[0].info.run_id
-        run = client.create_run(experiment_id, run_name=key,
-                                tags={"seg_p2p.parent": key, "experiment": self.cfg.name,
-                                      "dataset": self.cfg.data.dataset, "git_commit": git_commit()})
-        client.log_param(run.info.run_id, "seeds", str(self.cfg.seeds))
-        return run.info.run_id
-
     def __enter__(self):
         if not self.defer:
             self.open()
@@ -114,9 +143,10 @@ class Tracker:
                 mlflow.set_tracking_uri(DEFAULT_URI)
             client = MlflowClient()
             experiment = mlflow.set_experiment(self.cfg.mlflow.experiment)
-            self.parent_id = self._parent_run_id(client, experiment.experiment_id)
+            self.parent_id = os.environ.get(PARENT_RUN_ENV) or find_or_create_parent(
+                client, experiment.experiment_id, self.cfg, experiment_key(self.cfg))
             self._close_stale_runs(client, experiment.experiment_id, keep=resume_run_id)
-            process = {"seg_p2p.host": socket.gethostname(), "seg_p2p.pid": str(os.getpid())}
+            process = {"seg_p2p.pid": str(os.getpid())} | {f"seg_p2p.{k}": v for k, v in placement().items()}
             if resume_run_id and self._belongs_here(client, resume_run_id):
                 self.run_id = mlflow.start_run(run_id=resume_run_id).info.run_id
                 mlflow.set_tags(process)

@@ -1,8 +1,10 @@
-"""DDP via torchrun: 2 CPU processes (gloo) follow the loss trajectory of 1 process at the same global batch."""
+"""DDP via torchrun: 2 CPU processes (gloo) follow the loss trajectory of 1 process at the same global batch.
+
+The two processes are asked for as a user does, with `train.processes: 2` on the same `seg-p2p train` command."""
 
 import csv
+import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -37,17 +39,14 @@ def history(path):
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     tiny_params(tmp_path, DDP)
     run([sys.executable, "-m", "seg_p2p", "prepare", "--out", "data"], tmp_path)
-    single = [sys.executable, "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data", "--out", "one"]
-    run(single, tmp_path)
-    with socket.socket() as probe:  # a free loopback port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", port,
-         "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data", "--out", "two"], tmp_path)
+    train = [sys.executable, "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data"]
+    run([*train, "--out", "one"], tmp_path)
+    tiny_params(tmp_path, DDP | {"train": DDP["train"] | {"processes": 2}}, name="two.yaml")
+    run([sys.executable, "-m", "seg_p2p", "--params", "two.yaml", *train[3:], "--out", "two"], tmp_path)
     one, two = history(tmp_path / "one" / "history.csv"), history(tmp_path / "two" / "history.csv")
     assert len(one) == len(two) == 2
     for a, b in zip(one, two):
         for key in ("loss_d", "loss_g_gan", "loss_g_l1", "val_miou"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=2e-3, abs=2e-3), key
     assert (tmp_path / "two" / "checkpoints" / "last.pt").exists()
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["placement"]["processes"] == 2

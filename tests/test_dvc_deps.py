@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seg_p2p.codedeps import STAGE_MODULES, module_closure, stage_code
+from seg_p2p.codedeps import STAGE_MODULES, import_graph, module_closure, stage_code
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
@@ -54,3 +54,22 @@ def test_module_closure_on_a_fake_package(tmp_path):
 
     assert found == {"__init__.py", "main.py", "lazy.py", "rel.py", "sub/__init__.py", "sub/helper.py",
                      "sub/templates/page.j2"}
+
+
+def test_no_module_of_the_package_reaches_itself_through_its_imports():
+    """The package's import graph (lazy imports included) has no circle: config and the models meet only in
+    seg_p2p.settings, below both."""
+    graph = import_graph()
+    assert "seg_p2p.config" in graph and "seg_p2p.models.pix2pix" in graph
+
+    def reaches(start: str) -> set[str]:
+        seen, pending = set(), list(graph[start])
+        while pending:
+            module = pending.pop()
+            if module not in seen:
+                seen.add(module)
+                pending += graph.get(module, ())
+        return seen
+
+    circles = [module for module in graph if module in reaches(module)]
+    assert not circles, f"these modules import themselves through others: {circles}"

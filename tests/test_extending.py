@@ -16,7 +16,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from seg_p2p.cli import main
-from seg_p2p.config import MemberSettings
+from seg_p2p.settings import MemberSettings
 from seg_p2p.data.spec import IGNORE_INDEX, load_spec
 from seg_p2p.device import Precision
 from seg_p2p.engine import train_step

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from seg_p2p.config import Strict, read_yaml
 from seg_p2p.errors import UserError
+from seg_p2p.settings import Strict, read_yaml
 
 IGNORE_INDEX = 255  # value of void pixels in prepared masks; ignore_index of losses and metrics
 SPECS_DIR = Path(__file__).parent / "specs"

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from seg_p2p.config import Strict
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.ensemble.balance import BalanceMode, LossBalancer, route_to_members
 from seg_p2p.models.member import SegModel
+from seg_p2p.settings import Strict
 
 GRADIENT_EVERY = 10  # training steps between gradient-norm measurements: they cost a discriminator backward
 

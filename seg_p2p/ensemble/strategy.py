@@ -13,10 +13,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from seg_p2p.config import Config, Strict, read_yaml, validation_message
+from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.models import PARAMETER_ROLES
 from seg_p2p.ragged import RaggedArray
+from seg_p2p.settings import Strict, read_yaml, validation_message
 from seg_p2p.tracking import Tracker, flatten
 
 

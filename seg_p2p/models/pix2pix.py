@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from seg_p2p.config import MemberSettings, Strict
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.distributed import unwrap
 from seg_p2p.errors import UserError
@@ -20,6 +19,7 @@ from seg_p2p.models.heads import LabelHead
 from seg_p2p.models.member import SegModel, adam_group
 from seg_p2p.models.networks import PatchDiscriminator, ResnetGenerator, UnetGenerator, init_weights
 from seg_p2p.models.registry import register_member
+from seg_p2p.settings import MemberSettings, Strict
 
 
 class GeneratorConfig(Strict):

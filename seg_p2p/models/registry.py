@@ -12,9 +12,9 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from seg_p2p.config import Config, MemberSettings, error_text
 from seg_p2p.errors import UserError
 from seg_p2p.models.member import SegModel
+from seg_p2p.settings import MemberSettings, error_text
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def member_settings(name: str, raw) -> MemberSettings:
         raise ValueError(error_text(exc.errors()[0], ("members", name))) from None
 
 
-def build_member(cfg: Config, name: str, spec) -> SegModel:
+def build_member(cfg, name: str, spec) -> SegModel:
+    """Member `name` of the study configuration `cfg` (a seg_p2p.config.Config), for the dataset `spec`."""
     if name not in cfg.members:
         raise UserError(f"member '{name}' is not defined under members: in params.yaml "
                         f"(defined: {', '.join(cfg.members)}); fix the name or add it")
@@ -80,7 +81,7 @@ def role_counts(model: SegModel) -> dict[str, int]:
     return {role: counts.get(role, 0) for role in PARAMETER_ROLES}
 
 
-def parameter_table(cfg: Config) -> dict:
+def parameter_table(cfg) -> dict:
     """`seg-p2p params`: counts of every member under the current settings (built on the meta device)."""
     import torch
 

@@ -6,10 +6,10 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from seg_p2p.config import MemberSettings, OptimizerConfig
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.models.member import SegModel, adam_group
 from seg_p2p.models.registry import register_member
+from seg_p2p.settings import MemberSettings, OptimizerConfig
 
 
 class UnetCEConfig(MemberSettings):
