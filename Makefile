@@ -3,11 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Offline-safe: no telemetry, analytics or update checks from MLflow, DVC or albumentations.
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := 1
-export DVC_NO_ANALYTICS := 1
-export NO_ALBUMENTATIONS_UPDATE := 1
+# Offline-safe: importing seg_p2p turns off the telemetry, analytics and update checks of MLflow, DVC and
+# albumentations (seg_p2p/__init__.py), for the study's and the tests' processes and their children.
 
 .PHONY: study test install
 

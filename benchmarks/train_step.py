@@ -7,80 +7,57 @@ machine slows all of them alike:
 - `ours`: seg_p2p's own path: the prepared uint8 cache -> SegmentationDataset with the albumentations
   jitter -> DataLoader -> the engine's own `train_step` and `LossLog` with the member's optimizers, no
   per-step host sync (only fit's every-LOG_EVERY-steps one), at --batch; on CUDA with bf16 autocast, channels_last,
-  fused Adam, cudnn.benchmark (and --compile if asked); on CPU fp32, NCHW, as params.yaml.
+  fused Adam, cudnn.benchmark; on CPU fp32, NCHW, as params.yaml (benchmarks/ours.py).
 - `ours_same_as_reference`: the same at batch 1, the reference's batch size.
+- `ours_compiled` (with --compile): `ours` under torch.compile (inductor), as `train.compile: true` trains.
 - `reference`: the reference implementation's way: eager fp32 NCHW, batch 1, every step decodes an
   aligned photo|label JPEG from disk with PIL and applies pix2pix's torchvision/PIL transforms (resize
   to load size, random crop, flip, ToTensor, Normalize), plain Adam, D step then G step, and
-  `.item()` of every loss term each step (the reference's logging).
+  `.item()` of every loss term each step (the reference's logging; benchmarks/reference.py).
 
-stdout is one JSON document (see benchmarks/README.md for every key); progress goes to stderr.
+How it times (benchmarks/measure.py) and what it prints (benchmarks/report.py): stdout is one JSON document (see
+benchmarks/README.md for every key); progress goes to stderr.
 """
 
 from __future__ import annotations
 
+import seg_p2p  # noqa: F401, I001 - first: its import makes the process offline (albumentations, MLflow)
+
+import argparse
+import contextlib
+import gc
+import math
 import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would check PyPI on import
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import ctypes  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable, Iterator  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.utils.deterministic  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from seg_p2p.config import Config, InferenceConfig, load_config  # noqa: E402
-from seg_p2p.data.dataset import SegmentationDataset  # noqa: E402
-from seg_p2p.data.prepare import PreparedData, prepare  # noqa: E402
-from seg_p2p.data.spec import DatasetSpec, match_palette  # noqa: E402
-from seg_p2p.data.transforms import build_transform  # noqa: E402
-from seg_p2p.inference import Inference, window_starts  # noqa: E402
-from seg_p2p.metrics import flops_per_image  # noqa: E402
-from seg_p2p.device import Precision, select_device, to_device  # noqa: E402
-from seg_p2p.engine import LOG_EVERY, LossLog, train_step  # noqa: E402
-from seg_p2p.models import build_member, parameter_counts  # noqa: E402
-from seg_p2p.models.member import SegModel, adam_group, fused_adam  # noqa: E402
-from seg_p2p.seeding import epoch_order, seed_everything  # noqa: E402
+from benchmarks.measure import (Runner, interleaved, log, median, paired_speedup, peak_memory_mib,
+                                restored_global_state, rounded, state_mib)
+from benchmarks.ours import build_config, levers, our_batches, our_flags, our_runner
+from benchmarks.reference import (ReferenceDataset, reference_batches, reference_enter, reference_optimizers,
+                                  reference_step, write_aligned_jpegs)
+from benchmarks.report import header, to_json
+from seg_p2p.config import Config, InferenceConfig
+from seg_p2p.data.dataset import SegmentationDataset
+from seg_p2p.data.prepare import PreparedData, prepare
+from seg_p2p.data.transforms import build_transform
+from seg_p2p.device import Precision, select_device, to_device
+from seg_p2p.engine import train_step
+from seg_p2p.inference import Inference, window_starts
+from seg_p2p.metrics import flops_per_image
+from seg_p2p.models import build_member, parameter_counts
+from seg_p2p.models.member import SegModel
+from seg_p2p.seeding import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
-JPEG_QUALITY = 95  # what the reference's combine_A_and_B.py writes (cv2.imwrite's default)
-MIB = 2**20
-
-
-def log(message: str) -> None:
-    print(f"[benchmarks.train_step] {message}", file=sys.stderr, flush=True)
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def rounded(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}")
-
-
-# --------------------------------------------------------------------------------------------- settings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -132,291 +109,13 @@ def check_members(args: argparse.Namespace, cfg: Config) -> None:
         raise SystemExit(f"--size: {encoders[0]} (an smp encoder) needs --size >= 64")
 
 
-def member_overrides(params: Config, args: argparse.Namespace) -> dict:
-    """--ngf for members with a pix2pix generator, --encoder for members with an smp encoder (by their settings)."""
-    members = {}
-    for name, member in params.members.items():
-        fields = type(member).model_fields
-        if "generator" in fields:
-            members[name] = {"generator": {"ngf": args.ngf}}
-        elif "encoder" in fields and args.encoder:
-            members[name] = {"encoder": args.encoder}
-    return members
-
-
-def build_config(args: argparse.Namespace, size: int, batch: int, device: torch.device) -> Config:
-    """params.yaml with the benchmark's data and, on CUDA, the GPU levers (bf16, channels_last, cudnn.benchmark)."""
-    cuda = device.type == "cuda"
-    params = load_config(args.params)
-    train = {"batch_size": batch, "device": device.type, "compile": args.compile,
-             "precision": "bf16" if cuda else "fp32", "channels_last": cuda}
-    if cuda:
-        train["deterministic"] = False  # fit sets cudnn.benchmark = not deterministic
-    if args.workers is not None:
-        train["num_workers"] = args.workers
-    overrides = {
-        "data": {"dataset": "synthetic", "load_size": round(size * 286 / 256), "crop_size": size, "flip": True,
-                 "synthetic": {"size": size, "num_train": max(args.images, batch), "num_val": 1, "num_test": 1,
-                               "seed": args.seed}},
-        "train": train,
-        "members": member_overrides(params, args),
-    }
-    return load_config(args.params, overrides=overrides)
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-def our_batches(data: PreparedData, cfg: Config, batch: int, seed: int, pin: bool) -> Iterator[dict]:
-    """Endless batches exactly as fit draws them: set_epoch, a seeded permutation, a DataLoader per epoch."""
-    dataset = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
-    epoch = 0
-    while True:
-        dataset.set_epoch(epoch)
-        # drop_last: a short final batch would time a different amount of work (fit keeps it)
-        yield from DataLoader(dataset, batch_size=batch, sampler=epoch_order(len(dataset), seed, epoch),
-                              num_workers=cfg.train.num_workers,
-                              pin_memory=pin, drop_last=True)
-        epoch += 1
-
-
-def write_aligned_jpegs(data: PreparedData, folder: Path) -> list[Path]:
-    """The training split as the reference stores datasets: photo | colour label side by side, one JPEG each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    palette = np.vstack([data.spec.palette, np.zeros((256 - data.spec.num_classes, 3), np.uint8)])  # void black
-    paths = []
-    for i, (photo, mask) in enumerate(zip(data.photos("train"), data.masks("train"))):
-        path = folder / f"{i:04d}.jpg"
-        Image.fromarray(np.hstack([photo, palette[mask]])).save(path, quality=JPEG_QUALITY)
-        paths.append(path)
-    return paths
-
-
-class ReferenceDataset(Dataset):
-    """The reference's AlignedDataset + get_transform, per item: PIL decode, split A|B, one set of crop and
-    flip parameters for both, torchvision Resize (bicubic) -> crop -> flip -> ToTensor -> Normalize.
-
-    The reference feeds the colour label itself to its L1 loss; seg_p2p's models take class ids, so the
-    transformed label is read back to ids by nearest palette colour (seg_p2p's match_palette), the least
-    a photo -> labels user of the reference has to add.
-    """
-
-    def __init__(self, paths: list[Path], load_size: int, crop_size: int, flip: bool, spec: DatasetSpec):
-        self.paths, self.load_size, self.crop_size, self.flip, self.spec = paths, load_size, crop_size, flip, spec
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def transform(self, x: int, y: int, flip: bool, normalize: bool):
-        from torchvision import transforms
-
-        steps = [transforms.Resize([self.load_size, self.load_size], transforms.InterpolationMode.BICUBIC),
-                 transforms.Lambda(lambda img: img.crop((x, y, x + self.crop_size, y + self.crop_size)))]
-        if flip:
-            steps.append(transforms.Lambda(lambda img: img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
-        if normalize:
-            steps += [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
-        return transforms.Compose(steps)
-
-    def __getitem__(self, index: int) -> dict:
-        ab = Image.open(self.paths[index]).convert("RGB")
-        w, h = ab.size
-        a, b = ab.crop((0, 0, w // 2, h)), ab.crop((w // 2, 0, w, h))
-        x = random.randint(0, max(0, self.load_size - self.crop_size))
-        y = random.randint(0, max(0, self.load_size - self.crop_size))
-        flip = self.flip and random.random() > 0.5
-        photo = self.transform(x, y, flip, normalize=True)(a)
-        label = self.transform(x, y, flip, normalize=False)(b)
-        mask = torch.from_numpy(match_palette(np.asarray(label), self.spec)[0].astype(np.int64))
-        return {"photo": photo, "mask": mask, "index": index}
-
-
-def reference_batches(dataset: ReferenceDataset, workers: int) -> Iterator[dict]:
-    while True:
-        yield from DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers)
-
-
-# ------------------------------------------------------------------------------------------ measuring
-
-
-class Runner:
-    """One configuration: `step()` runs one training step of `images` images; `enter()` sets global flags."""
-
-    def __init__(self, name: str, images: int, step: Callable[[], None], enter: Callable[[], None]):
-        self.name, self.images, self.step, self.enter = name, images, step, enter
-
-
-def interleaved(runners: list[Runner], warmup: int, repeats: int, steps_per_block: int,
-                sync: Callable[[], None]) -> dict[str, list[float]]:
-    """images/s of each runner per timed block; blocks alternate A B C, C B A, ... so load drift cancels."""
-    for runner in runners:
-        runner.enter()
-        for _ in range(warmup):
-            runner.step()
-        sync()
-    rates: dict[str, list[float]] = {runner.name: [] for runner in runners}
-    for repeat in range(repeats):
-        for runner in (runners if repeat % 2 == 0 else runners[::-1]):
-            runner.enter()
-            sync()
-            start = time.perf_counter()
-            for _ in range(steps_per_block):
-                runner.step()
-            sync()
-            seconds = time.perf_counter() - start
-            rates[runner.name].append(steps_per_block * runner.images / seconds)
-        log("  repeat {}/{}: {}".format(repeat + 1, repeats, ", ".join(
-            f"{name} {values[-1]:.3g} img/s" for name, values in rates.items())))
-    return rates
-
-
-def paired_speedup(ours: list[float], reference: list[float]) -> float:
-    """Median over repeats of ours / reference within the same repeat (neighbouring blocks, same load)."""
-    return rounded(median([a / b for a, b in zip(ours, reference)]))
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class RssPeak:
-    """Peak resident set size while the block runs, sampled every 0.5 ms from /proc/self/statm, minus the RSS
-    just before it (after gc and malloc_trim, so memory freed earlier is not counted as already there)."""
-
-    def __init__(self):
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = self.before = 0
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * self.page
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.0005)
-
-    def __enter__(self):
-        gc.collect()
-        _malloc_trim()
-        self.before = self.peak = self._rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def increase(self) -> int:
-        return self.peak - self.before
-
-
-def memory_method(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "cuda: torch.cuda.max_memory_allocated over one training step (weights, optimizer state, activations)"
-    if Path("/proc/self/statm").exists():
-        return ("cpu: peak RSS sampled every 0.5 ms during one training step minus the RSS just before it (after "
-                "gc + malloc_trim): the step's transient memory (activations, gradients, workspaces); weights + "
-                "optimizer state are state_mib; not ru_maxrss, which is one high-water mark for the whole process")
-    return "cpu: ru_maxrss increase over one training step (a process high-water mark: 0 once exceeded before)"
-
-
-def peak_memory_mib(runner: Runner, device: torch.device) -> float:
-    runner.enter()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        runner.step()
-        torch.cuda.synchronize(device)
-        return rounded(torch.cuda.max_memory_allocated(device) / MIB)
-    if Path("/proc/self/statm").exists():
-        with RssPeak() as peak:
-            runner.step()
-        return rounded(peak.increase / MIB)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    runner.step()
-    return rounded((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # KiB on Linux
-
-
-def state_mib(model: SegModel, optimizers: dict) -> float:
-    tensors = list(model.parameters()) + list(model.buffers())
-    tensors += [value for opt in optimizers.values() for state in opt.state.values()
-                for value in state.values() if torch.is_tensor(value)]
-    return rounded(sum(t.numel() * t.element_size() for t in tensors) / MIB)
-
-
-# ---------------------------------------------------------------------------------------------- steps
-
-
-def reference_step(model: SegModel, batch: dict, optimizers: dict) -> dict[str, float]:
-    """The reference's optimize_parameters + get_current_losses: forward, D step, G step, then every loss
-    term read back to the host (float(loss)) for logging, each step."""
-    output = model(batch)
-    losses = {}
-    if "discriminator" in optimizers:
-        d_losses = model.discriminator_losses(batch, output)
-        optimizers["discriminator"].zero_grad()
-        sum(v for k, v in d_losses.items() if k.startswith("loss_")).backward()
-        optimizers["discriminator"].step()
-        losses.update(d_losses)
-    g_losses = model.generator_losses(batch, output)
-    optimizers["generator"].zero_grad()
-    sum(v for k, v in g_losses.items() if k.startswith("loss_")).backward()
-    optimizers["generator"].step()
-    losses.update(g_losses)
-    return {key: value.item() for key, value in losses.items()}
-
-
-def reference_optimizers(model: SegModel, cfg) -> dict[str, torch.optim.Optimizer]:
-    """The reference's torch.optim.Adam(net.parameters(), lr, betas): no fused kernels."""
-    return {role: torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1,
-                                                                                 cfg.optimizer.beta2))
-            for role, net in model.networks().items()}
-
-
-def our_runner(name: str, batches: Iterator[dict], step_model, optimizers: dict, precision: Precision,
-               device: torch.device, cfg: Config, images: int, flags: Callable[[], None]) -> Runner:
-    """fit's loop body from the engine itself: to_device, train_step, LossLog.add, and LossLog.check (fit's host
-    sync) every LOG_EVERY steps (not at epoch ends: the benchmark's tiny epochs would add syncs a real one has not)."""
-    log = LossLog(name, device, cfg.train.collapse_patience, Path("last.pt"))
-    steps = iter(range(1, 2**62))
-
-    def step() -> None:
-        log.add(train_step(step_model, to_device(next(batches), device, cfg.train.channels_last), optimizers,
-                           precision))
-        if next(steps) % LOG_EVERY == 0:
-            log.check(1, LOG_EVERY)
-            log.start_epoch()
-
-    return Runner(name, images, step, flags)
-
-
-def our_flags() -> Callable[[], None]:
-    """The process-wide flags fit runs under (what seed_everything just set), to restore before each ours block."""
-    state = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
-
-    def enter() -> None:
-        torch.backends.cudnn.benchmark = state[0]
-        torch.use_deterministic_algorithms(state[1], warn_only=state[2])
-        torch.utils.deterministic.fill_uninitialized_memory = state[3]
-
-    return enter
-
-
-def reference_enter() -> None:
-    torch.backends.cudnn.benchmark = True  # the reference's BaseModel sets it (fixed-size inputs)
-    torch.use_deterministic_algorithms(False)
-
-
-# --------------------------------------------------------------------------------------------- members
+def placed_member(name: str, cfg: Config, data: PreparedData, device: torch.device, seed: int):
+    """A member as fit places it (seeded, on the device, in the configured memory format) with its optimizers."""
+    torch.manual_seed(seed)
+    model = build_member(cfg, name, data.spec)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format).train()
+    return model, model.optimizers()
 
 
 def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceDataset, args: argparse.Namespace,
@@ -426,15 +125,9 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     batch = cfg.train.batch_size
     seed_everything(args.seed, cfg.train.deterministic)  # as fit does; the flags it sets are ours'
     flags = our_flags()
-    model = build_member(cfg, name, data.spec)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    optimizers = model.optimizers()
     precision = Precision(cfg.train.precision, device)
-    step_model = torch.compile(model) if cfg.train.compile else model
-    model.train()
+    model, optimizers = placed_member(name, cfg, data, device, args.seed)
 
-    torch.manual_seed(args.seed)
     ref_model = build_member(cfg, name, data.spec).to(device)  # fp32, NCHW
     ref_model.train()
     ref_opts = reference_optimizers(ref_model, cfg.members[name])
@@ -443,12 +136,21 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     def ref_step() -> None:
         reference_step(ref_model, to_device(next(ref_batches), device, False), ref_opts)
 
-    ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), step_model, optimizers, precision,
+    ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), model, optimizers, precision,
                       device, cfg, batch, flags)
-    ours_b1 = our_runner("ours_same_as_reference", our_batches(data, cfg, 1, args.seed, cuda), step_model,
-                         optimizers, precision, device, cfg, 1, flags)
-    reference = Runner("reference", 1, ref_step, reference_enter)
-    runners = [ours, ours_b1, reference]
+    runners = [ours, our_runner("ours_same_as_reference", our_batches(data, cfg, 1, args.seed, cuda), model,
+                                optimizers, precision, device, cfg, 1, flags),
+               Runner("reference", 1, ref_step, reference_enter)]
+    compiled = {}
+    if args.compile:  # its own copy of the model (same initial weights), so eager rows time eager kernels only
+        twin, twin_optimizers = placed_member(name, cfg, data, device, args.seed)
+        runners.append(our_runner("ours_compiled", our_batches(data, cfg, batch, args.seed, cuda), torch.compile(twin),
+                                  twin_optimizers, precision, device, cfg, batch, flags))
+        started = time.perf_counter()
+        runners[-1].enter()
+        runners[-1].step()  # the first step compiles
+        sync()
+        compiled["compile_seconds"] = round(time.perf_counter() - started, 1)
 
     log(f"{name}: {batch=} warmup {args.warmup}, {repeats} interleaved repeats x "
         f"{math.ceil(steps / repeats)} step(s)")
@@ -471,28 +173,10 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
         if cuda:
             entry["model_flops_utilisation"] = rounded(train_flops * rate / (args.peak_tflops * 1e12))
         results[runner.name] = entry
-
-    # Inference: ours, batched, no_grad, eval mode, the member's probabilities (what predict writes).
-    eval_set = SegmentationDataset(data, "train", build_transform(cfg, train=False), args.seed)
-    eval_batch = to_device(next(iter(DataLoader(eval_set, batch_size=batch))), device, cfg.train.channels_last)
-    infer_flops = flops_per_image(model.inference_network(), eval_batch["photo"])
-    ours.enter()
-    model.eval()
-
-    def infer() -> None:
-        with torch.no_grad(), precision.autocast():
-            model.probabilities(step_model(eval_batch))
-
-    infer_rates = interleaved([Runner("inference", eval_batch["photo"].shape[0], infer, ours.enter)],
-                              warmup=1, repeats=3, steps_per_block=args.inference_steps, sync=sync)["inference"]
-    model.train()
-    infer_rate = median(infer_rates)
-    inference = {"batch": eval_batch["photo"].shape[0], "images_per_s": rounded(infer_rate),
-                 "images_per_s_repeats": [rounded(r) for r in infer_rates],
-                 "gflop_per_image": rounded(infer_flops / 1e9), "gflop_per_s": rounded(infer_flops * infer_rate / 1e9)}
-    if cuda:
-        inference["model_flops_utilisation"] = rounded(infer_flops * infer_rate / (args.peak_tflops * 1e12))
-    inference["slide"] = bench_slide(model, cfg, args, precision, ours.enter, sync, infer_rate)
+    if args.compile:
+        results["ours_compiled"] |= compiled
+        compiled = {"speedup_compiled": paired_speedup(rates["ours_compiled"], rates["reference"]),
+                    "compiled_vs_eager": paired_speedup(rates["ours_compiled"], rates["ours"])}
 
     out = {
         "params": parameter_counts(model),
@@ -501,16 +185,46 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
         **results,
         "speedup": paired_speedup(rates["ours"], rates["reference"]),
         "speedup_same_batch": paired_speedup(rates["ours_same_as_reference"], rates["reference"]),
-        "inference": inference,
+        **compiled,
+        "inference": bench_inference(model, cfg, data, args, precision, ours.enter, sync),
     }
     log(f"{name}: ours {results['ours']['images_per_s']} img/s, batch 1 "
         f"{results['ours_same_as_reference']['images_per_s']}, reference {results['reference']['images_per_s']}; "
         f"speedup {out['speedup']}, same batch {out['speedup_same_batch']}")
-    del model, ref_model, optimizers, ref_opts, step_model
+    del model, ref_model, optimizers, ref_opts, runners
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def bench_inference(model: SegModel, cfg: Config, data: PreparedData, args: argparse.Namespace, precision: Precision,
+                    enter, sync) -> dict:
+    """Ours, batched, no_grad, eval mode, the member's probabilities (what predict writes); then slide inference."""
+    cuda = next(model.parameters()).device.type == "cuda"
+    device = next(model.parameters()).device
+    eval_set = SegmentationDataset(data, "train", build_transform(cfg, train=False), args.seed)
+    eval_batch = to_device(next(iter(DataLoader(eval_set, batch_size=cfg.train.batch_size))), device,
+                           cfg.train.channels_last)
+    infer_flops = flops_per_image(model.inference_network(), eval_batch["photo"])
+    enter()
+    model.eval()
+
+    def infer() -> None:
+        with torch.no_grad(), precision.autocast():
+            model.probabilities(model(eval_batch))
+
+    rates = interleaved([Runner("inference", eval_batch["photo"].shape[0], infer, enter)],
+                        warmup=1, repeats=3, steps_per_block=args.inference_steps, sync=sync)["inference"]
+    model.train()
+    rate = median(rates)
+    inference = {"batch": eval_batch["photo"].shape[0], "images_per_s": rounded(rate),
+                 "images_per_s_repeats": [rounded(r) for r in rates],
+                 "gflop_per_image": rounded(infer_flops / 1e9), "gflop_per_s": rounded(infer_flops * rate / 1e9)}
+    if cuda:
+        inference["model_flops_utilisation"] = rounded(infer_flops * rate / (args.peak_tflops * 1e12))
+    inference["slide"] = bench_slide(model, cfg, args, precision, enter, sync, rate)
+    return inference
 
 
 def bench_slide(model: SegModel, cfg: Config, args: argparse.Namespace, precision: Precision, enter, sync,
@@ -583,30 +297,6 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, batch:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def levers(cfg: Config, device: torch.device, args: argparse.Namespace) -> dict:
-    """What ours runs with, read from seg_p2p itself (so a later change to fused_adam or seed_everything shows)."""
-    probe = fused_adam([adam_group(torch.nn.Linear(1, 1).to(device), next(iter(cfg.members.values())).optimizer)])
-    seed_everything(args.seed, cfg.train.deterministic)
-    fill = torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
-    return {"precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
-            "fused_adam": bool(probe.defaults.get("fused")),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark if device.type == "cuda" else None,
-            "deterministic": cfg.train.deterministic,
-            "nan_fill_of_new_tensors": fill,
-            "compile": cfg.train.compile,
-            "num_workers": cfg.train.num_workers}
-
-
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -620,25 +310,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = build_config(args, args.size[0], batch, device)
     check_members(args, cfg)
     encoder = next((m.encoder for m in cfg.members.values() if "encoder" in type(m).model_fields), None)
-    result = {
-        "benchmark": "train_step",
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
-        "torch": torch.__version__,
-        "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
-                    "cpu_count": os.cpu_count()},
-        "settings": {
-            "sizes": args.size, "batch": batch, "reference_batch": 1, "warmup": args.warmup, "steps": steps,
-            "repeats": repeats, "steps_per_block": math.ceil(steps / repeats), "members": args.members,
-            "ngf": args.ngf, "unet_ce_encoder": encoder, "dataset": "synthetic", "images": max(args.images, batch),
-            "load_size_rule": "round(size * 286 / 256)", "jpeg_quality": JPEG_QUALITY, "seed": args.seed,
-            "ours_levers": levers(cfg, device, args),
-            "reference": "eager fp32 NCHW, batch 1, plain Adam, JPEG + PIL/torchvision per step, .item() per loss",
-            "peak_tflops": args.peak_tflops if cuda else None,
-        },
-        "memory_method": memory_method(device),
-        "sizes": {},
-    }
+    result = header(args, device, batch, steps, repeats, encoder, levers(cfg, device, args))
     for size in args.size:
         result["sizes"][str(size)] = bench_size(size, args, device, batch, steps, repeats)
     result["load_average"] = {"start": [round(v, 2) for v in load_start],
@@ -646,32 +318,6 @@ def run(args: argparse.Namespace) -> dict:
     result["max_rss_mib"] = rounded(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
-
-
-@contextlib.contextmanager
-def restored_global_state():
-    """Put back what the runs change process-wide (flags, threads, RNGs), so a caller (a test) is unaffected."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark, threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.benchmark = benchmark
-        torch.utils.deterministic.fill_uninitialized_memory = fill
-        torch.set_num_threads(threads)
-        torch.set_rng_state(rng[0])
-        np.random.set_state(rng[1])
-        random.setstate(rng[2])
-
-
-def to_json(result: dict) -> str:
-    """Indented JSON with every list of numbers or strings on one line."""
-    text = json.dumps(result, indent=2)
-    return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
 
 
 def main(argv: list[str] | None = None) -> dict:

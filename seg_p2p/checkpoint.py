@@ -1,8 +1,8 @@
 """Checkpoints: the full training state, written atomically and read with weights_only=True.
 
 `TrainState` is everything a resumed run needs besides the data (networks, optimizers, schedulers, AMP
-scaler, RNG, the history so far), so a resumed run equals one that never stopped. `best.pt` holds the
-weights alone, for predict and for the members that joint training starts from.
+scaler, the CPU's and every GPU's RNG, the history so far), so a resumed run equals one that never stopped.
+`best.pt` holds the weights alone, for predict and for the members that joint training starts from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from seg_p2p import distributed
 from seg_p2p.atomic import save_torch
 from seg_p2p.config import TrainConfig
 from seg_p2p.errors import UserError
+from seg_p2p.layout import checkpoint
 from seg_p2p.models.member import SegModel
 
 
@@ -53,6 +54,11 @@ def load_weights(model: SegModel, path: Path, palette: np.ndarray | None = None)
     return state
 
 
+def cuda_rng_states() -> list[torch.Tensor] | None:
+    """Every CUDA generator's state (dropout on the GPU draws from these, not from the CPU generator)."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
 def linear_decay(n_epochs: int, n_epochs_decay: int):
     """The pix2pix schedule: constant for n_epochs, then linearly to zero over n_epochs_decay."""
     return lambda epoch: 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
@@ -84,7 +90,9 @@ class TrainState:
             optimizer.load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"])  # after place()'s seeding: the dropout masks continue, not replay
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch, self.best_miou, self.history = state["epoch"], state["best_miou"], state["history"]
         self.train_seconds, self.run_id = state["train_seconds"], state.get("run_id")
         print(f"resuming from {path} after epoch {self.epoch}", file=sys.stderr)
@@ -99,7 +107,7 @@ class TrainState:
             scheduler.step()
         return row
 
-    def save(self, ckpt_dir: Path, identity: str, palette, val_miou: float | None, has_validation: bool) -> None:
+    def save(self, train_dir: Path, identity: str, palette, val_miou: float | None, has_validation: bool) -> None:
         """best.pt when val mIoU did not drop (or there is no validation), then last.pt, the epoch's commit point:
         a kill between the two redoes this epoch and rewrites best.pt."""
         improved = (val_miou if val_miou is not None else -1.0) >= self.best_miou or not has_validation
@@ -107,11 +115,12 @@ class TrainState:
         weights = distributed.plain_state_dict(self.model)
         palette = np.asarray(palette).tolist()
         if improved:
-            save_torch(ckpt_dir / "best.pt", {"identity": identity, "epoch": self.epoch, "model": weights,
+            save_torch(checkpoint(train_dir, "best"), {"identity": identity, "epoch": self.epoch, "model": weights,
                                               "palette": palette, "val_miou": val_miou})
-        save_torch(ckpt_dir / "last.pt", {
+        save_torch(checkpoint(train_dir, "last"), {
             "identity": identity, "epoch": self.epoch, "model": weights, "palette": palette,
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(), "best_miou": self.best_miou,
+            "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(), "cuda_rng": cuda_rng_states(),
+            "best_miou": self.best_miou,
             "history": self.history, "train_seconds": self.train_seconds, "run_id": self.run_id})

@@ -18,9 +18,6 @@ from seg_p2p.errors import UserError
 def _config(args):
     from seg_p2p.config import load_config
 
-    if not Path(args.params).exists():  # never silently fall back to the built-in (paper-sized) defaults
-        raise UserError(f"{args.params}: parameter file not found; run from the project folder or pass "
-                        "--params PATH")
     return load_config(args.params, getattr(args, "experiment", None))
 
 
@@ -32,21 +29,25 @@ def cmd_data_check(args):
 
 def cmd_prepare(args):
     from seg_p2p.data.prepare import prepare
+    from seg_p2p.data.settings import load_data_config
 
-    prepare(_config(args).data, Path(args.out))
+    prepare(load_data_config(args.params, args.experiment), Path(args.out))  # data: alone, no model code
 
 
 def cmd_params(args):
+    from seg_p2p.ensemble.strategy import training_budgets
     from seg_p2p.models import parameter_table
 
-    print(json.dumps(parameter_table(_config(args)), indent=2))
+    cfg = _config(args)
+    print(json.dumps(parameter_table(cfg) | {"strategy_epochs": training_budgets(cfg, Path("ensembles"))}, indent=2))
 
 
 def cmd_train(args):
     from seg_p2p.distributed import launch_if_asked
-    from seg_p2p.train import train_member
+    from seg_p2p.train import check_training, train_member
 
     cfg = _config(args)
+    check_training(cfg, Path(args.out))  # before torchrun starts the processes, so one line says what is wrong
     launch_if_asked(cfg.train.processes, args.argv)  # train.processes > 1: this command again, under torchrun
     train_member(cfg, args.member, args.seed, Path(args.data), Path(args.out), resume=not args.fresh)
 
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare)
 
-    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member as JSON"))
+    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member and the epochs of every trained strategy as JSON"))
     p.set_defaults(func=cmd_params)
 
     p = with_experiment(sub.add_parser("train", help="train one member (resumes from its last checkpoint)"))

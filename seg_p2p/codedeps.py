@@ -14,17 +14,18 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
-# The modules each dvc.yaml stage runs through `seg-p2p`; every stage also runs the CLI itself (see stage_code).
+# The modules each dvc.yaml stage runs through `seg-p2p`, the settings it loads included (prepare reads `data:` alone,
+# so no model code); every stage also runs the CLI itself (see stage_code).
+CONFIG_MODULE = "seg_p2p.config"
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "prepare": ("seg_p2p.data.prepare",),
-    "train": ("seg_p2p.train",),
-    "predict": ("seg_p2p.predict",),
-    "ensemble": ("seg_p2p.ensemble.run",),
-    "evaluate": ("seg_p2p.evaluate",),
-    "report": ("seg_p2p.report", "seg_p2p.tracking"),
+    "prepare": ("seg_p2p.data.prepare", "seg_p2p.data.settings"),
+    "train": ("seg_p2p.train", CONFIG_MODULE),
+    "predict": ("seg_p2p.predict", CONFIG_MODULE),
+    "ensemble": ("seg_p2p.ensemble.run", CONFIG_MODULE),
+    "evaluate": ("seg_p2p.evaluate", CONFIG_MODULE),
+    "report": ("seg_p2p.report", "seg_p2p.tracking", CONFIG_MODULE),
 }
 CLI_MODULE = "seg_p2p.cli"
-CONFIG_MODULE = "seg_p2p.config"
 
 
 def module_closure(root: str, package_root: Path | None = None) -> list[Path]:
@@ -33,7 +34,7 @@ def module_closure(root: str, package_root: Path | None = None) -> list[Path]:
 
 
 def stage_code(stage: str, package_root: Path | None = None) -> list[Path]:
-    """The code a dvc.yaml stage runs: its modules' closures, plus the CLI and the config loading every call does.
+    """The code a dvc.yaml stage runs: its modules' closures, plus the CLI.
 
     cli.py imports each command's handler lazily, inside functions, so it counts as one file plus what it imports
     at module level; following all of its imports would make every stage depend on every command.
@@ -41,7 +42,7 @@ def stage_code(stage: str, package_root: Path | None = None) -> list[Path]:
     package_root = package_root or PACKAGE_ROOT
     cli_file = _module_file(CLI_MODULE, package_root)
     cli_imports = _imported_modules(cli_file, CLI_MODULE, package_root, module_level_only=True)
-    roots = [*STAGE_MODULES[stage], CONFIG_MODULE, *cli_imports]
+    roots = [*STAGE_MODULES[stage], *cli_imports]
     return sorted(set(_closure(roots, package_root)) | {cli_file} | set(_ancestor_inits(CLI_MODULE, package_root)))
 
 

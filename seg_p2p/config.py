@@ -7,44 +7,14 @@ out-of-range values are errors that name the file and key (see `load_config`).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
+from seg_p2p.data.settings import DataConfig
 from seg_p2p.errors import UserError
-from seg_p2p.settings import MemberSettings, Strict, read_yaml, validation_message
-
-
-class SyntheticConfig(Strict):
-    """The embedded scene generator (seg_p2p.data.synthetic)."""
-
-    size: Annotated[int, Field(ge=32, le=512)] = 64
-    num_train: PositiveInt = 240
-    num_val: PositiveInt = 48
-    num_test: PositiveInt = 48
-    seed: int = 0
-
-
-class DataConfig(Strict):
-    dataset: str = "synthetic"  # synthetic, a built-in spec (facades, camvid, cityscapes) or a spec YAML path
-    root: str | None = None  # folder of the raw dataset; unused for synthetic
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # carved from train when there is no val split
-    load_size: PositiveInt = 72  # resize mode's pix2pix jitter: resize to load_size ...
-    crop_size: PositiveInt = 64  # ... then random crop; the model's input size (resize mode: the evaluation size)
-    scale_range: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.5, 2.0]  # slide mode: random rescale before the crop
-    flip: bool = True
-    synthetic: SyntheticConfig = SyntheticConfig()
-
-    @model_validator(mode="after")
-    def _crop_fits(self):
-        if self.crop_size > self.load_size:
-            raise ValueError(f"crop_size {self.crop_size} is larger than load_size {self.load_size}; "
-                             "set load_size >= crop_size")
-        if self.scale_range[0] > self.scale_range[1]:
-            raise ValueError(f"scale_range {self.scale_range} runs backwards; give [low, high] with low <= high")
-        return self
+from seg_p2p.settings import SEEDS, MemberSettings, Strict, deep_merge, experiment_settings, validation_message
 
 
 class InferenceConfig(Strict):
@@ -82,6 +52,9 @@ class TrainConfig(Strict):
     def _some_epochs(self):
         if self.n_epochs + self.n_epochs_decay == 0:
             raise ValueError("n_epochs + n_epochs_decay is 0; train for at least one epoch")
+        if self.sync_batchnorm and self.processes == 1:
+            raise ValueError("sync_batchnorm: pools BatchNorm statistics over processes, and processes is 1; set "
+                             "processes > 1 or sync_batchnorm: false")
         return self
 
 
@@ -146,12 +119,13 @@ class ClusterConfig(Strict):
 
 class Config(Strict):
     name: str = "synthetic-cpu"  # experiment name: reports/<name>/ and the MLflow parent run
-    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [0]
+    seeds: list[Annotated[int, Field(ge=SEEDS.start, lt=SEEDS.stop)]] = [0]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
     members: dict[str, MemberSettings] = Field(default_factory=default_members)
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
+    strategy_settings: dict[str, dict] = {}  # strategy name -> keys laid over its file (an experiment's budgets)
     mlflow: MlflowConfig = MlflowConfig()
     cluster: ClusterConfig = ClusterConfig()
 
@@ -182,25 +156,11 @@ class Config(Strict):
         return self
 
 
-def deep_merge(base: dict, delta: dict) -> dict:
-    """Return base with delta laid over it; nested dicts merge, everything else replaces."""
-    merged = copy.deepcopy(base)
-    for key, value in delta.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_config(params: str | Path = "params.yaml", experiment: str | Path | None = None,
                 overrides: dict | None = None) -> Config:
-    """Read params.yaml, lay an experiment file and then `overrides` over it, and validate."""
-    raw = read_yaml(params) if Path(params).exists() else {}
-    source = str(params)
-    if experiment is not None:
-        raw = deep_merge(raw, read_yaml(experiment))
-        source = f"{experiment} (over {params})"
+    """Read params.yaml, lay an experiment file (and its preset) and then `overrides` over it, and validate."""
+    raw = experiment_settings(params, experiment)
+    source = str(params) if experiment is None else f"{experiment} (over {params})"
     if overrides:
         raw = deep_merge(raw, overrides)
     try:

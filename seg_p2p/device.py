@@ -23,6 +23,23 @@ def select_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def device_name(device: torch.device) -> str:
+    """What the report says a cost was measured on: the GPU's name, or `cpu`."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def training_device(settings) -> torch.device:
+    """select_device for a training (`settings`: its TrainConfig), refusing before any work what cannot run there."""
+    device = select_device(settings.device)
+    if settings.precision == "fp16" and device.type != "cuda":
+        raise UserError(f"train.precision: fp16 needs CUDA's gradient scaler, and this training runs on {device.type}; "
+                        "use bf16 or fp32 there")
+    if settings.sync_batchnorm and device.type != "cuda":
+        raise UserError(f"train.sync_batchnorm: SyncBatchNorm runs on CUDA only, and this training runs on "
+                        f"{device.type}; set it to false")
+    return device
+
+
 def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     moved = {}
     for key, value in batch.items():
@@ -36,7 +53,7 @@ def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
 
 class Precision:
     """`train.precision` on a device: the autocast context and the grad scaler (active for fp16 on CUDA only;
-    bf16 keeps fp32's exponent range and needs none)."""
+    bf16 keeps fp32's exponent range and needs none; training_device refuses fp16 elsewhere)."""
 
     def __init__(self, precision: str, device: torch.device):
         self.device_type = device.type

@@ -27,6 +27,7 @@ class Rank:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # under torchrun, in a process group (of one, too)
 
     @property
     def is_main(self) -> bool:
@@ -46,13 +47,13 @@ def launch_if_asked(processes: int, argv: list[str]) -> None:
 
 
 def init(device_kind: str) -> Rank:
-    """Join the process group torchrun describes; a plain single process gets Rank()."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo elsewhere), even a group of one, so that what
+    runs under torchrun always runs through DDP; a plain process gets Rank()."""
+    if "LOCAL_RANK" not in os.environ:
         return Rank()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return Rank(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), launched=True)
 
 
 def shard(order: list[int], rank: Rank, batch_size: int) -> tuple[list[int], int]:
@@ -65,8 +66,8 @@ def shard(order: list[int], rank: Rank, batch_size: int) -> tuple[list[int], int
 
 
 def wrap(model, rank: Rank, sync_batchnorm: bool) -> None:
-    """Replace the model's trainable networks (SegModel.networks) by DDP wrappers, in place."""
-    if rank.world == 1:
+    """Replace the model's trainable networks (SegModel.networks) by DDP wrappers, in place (under torchrun)."""
+    if not dist.is_initialized():
         return
     device_ids = [rank.local_rank] if torch.cuda.is_available() else None
 

@@ -23,10 +23,11 @@ from seg_p2p import distributed
 from seg_p2p.atomic import remove_stale_temps_under, write_json
 from seg_p2p.checkpoint import TrainState
 from seg_p2p.config import TrainConfig
-from seg_p2p.device import Precision, select_device, to_device
+from seg_p2p.device import Precision, to_device, training_device
 from seg_p2p.epoch_outputs import split_scores, write_history, write_samples
 from seg_p2p.inference import Inference
 from seg_p2p.interrupts import interrupts_raise
+from seg_p2p.layout import checkpoint
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything
@@ -56,9 +57,6 @@ class Job:
     inference: Inference | None  # how val and monitor images are labelled; None: the model's own call (stacking)
     monitor: object = None  # Dataset | None
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.out_dir / "checkpoints"
 
 
 def train_step(model: SegModel, batch: dict, optimizers: dict, precision: Precision) -> dict[str, torch.Tensor]:
@@ -130,7 +128,7 @@ class LossLog:
 
 def place(model: SegModel, job: Job) -> tuple[torch.device, distributed.Rank]:
     """Device (this process's GPU under torchrun), seeds, then the model on it in the chosen memory format."""
-    device = select_device(job.settings.device)
+    device = training_device(job.settings)
     rank = distributed.init(device.type)
     if device.type == "cuda" and rank.world > 1:
         device = torch.device("cuda", rank.local_rank)
@@ -149,7 +147,7 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
     state = TrainState(model, settings, precision.scaler)
     remove_stale_temps_under(job.out_dir)  # temp files of a killed run: never outputs, never read
     if resume:
-        state.resume(job.checkpoints / "last.pt", job.identity)
+        state.resume(checkpoint(job.out_dir, "last"), job.identity)
     job.tracker.open(state.run_id)  # a resumed training continues its own MLflow run
     state.run_id = job.tracker.run_id
     job.tracker.log_history(state.history)
@@ -163,7 +161,7 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
                                                        num_workers=settings.num_workers)
                                   for split in (val_set, job.monitor))
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
-    log = LossLog(job.tracker.run_name, device, settings.collapse_patience, job.checkpoints / "last.pt")
+    log = LossLog(job.tracker.run_name, device, settings.collapse_patience, checkpoint(job.out_dir, "last"))
     with interrupts_raise():
         for epoch in range(state.epoch, state.total_epochs):
             train_set.set_epoch(epoch)
@@ -195,7 +193,9 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
                "best_val_miou": state.best_miou if val_loader is not None else None,
                "final": state.history[-1] if state.history else {}, "discriminator_collapse": log.collapsed,
                "diverged": False, "params": parameter_counts(model), "device": str(device),
-               "placement": placement() | {"threads": torch.get_num_threads(), "processes": rank.world}}
+               "input_normalisation": model.input_normalisation,
+               "placement": placement() | {"threads": torch.get_num_threads(), "processes": rank.world,
+                                           "backend": torch.distributed.get_backend() if rank.launched else None}}
     if rank.is_main:
         write_json(job.out_dir / "summary.json", summary)
         job.tracker.log_metrics({"train_seconds": state.train_seconds}
@@ -228,7 +228,7 @@ def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loader
             grid = write_samples(model, sample_set, device, job.palette, job.out_dir / "samples", row["epoch"],
                                  job.inference)
     write_history(job.out_dir / "history.csv", state.history)
-    state.save(job.checkpoints, job.identity, job.palette, row.get("val_miou"), loaders["val"] is not None)
+    state.save(job.out_dir, job.identity, job.palette, row.get("val_miou"), loaders["val"] is not None)
     # MLflow after the commit: a kill in between is caught up on resume (Tracker.log_history), never logged twice.
     job.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     if grid is not None:

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from seg_p2p.atomic import write_bytes, write_text
+from seg_p2p.data.spec import colour_table
+from seg_p2p.data.transforms import photo_image
 from seg_p2p.device import to_device
 from seg_p2p.inference import Inference, OnWindow
 from seg_p2p.metrics import SegmentationScorer
@@ -59,15 +61,14 @@ def write_samples(model: SegModel, dataset, device, palette: np.ndarray, folder:
     one image at a time, as sizes may differ (rows are padded to the widest)."""
     from PIL import Image
 
-    colours = np.vstack([palette, np.zeros((256 - len(palette), 3), np.uint8)])
+    colours = colour_table(palette)
     model.eval()
     rows = []
     for i in range(min(SAMPLE_IMAGES, len(dataset))):
         batch = to_device(default_collate([dataset[i]]), device, False)
         with torch.no_grad():
             pred = probabilities(model, batch, inference).argmax(1)[0].cpu().numpy()
-        photo = ((batch["photo"][0].float().cpu().numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255)
-        rows.append(np.hstack([photo.astype(np.uint8), colours[batch["mask"][0].cpu().numpy()], colours[pred]]))
+        rows.append(np.hstack([photo_image(batch["photo"][0]), colours[batch["mask"][0].cpu().numpy()], colours[pred]]))
     width = max(row.shape[1] for row in rows)
     grid = np.vstack([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
     buffer = io.BytesIO()

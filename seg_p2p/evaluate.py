@@ -2,8 +2,8 @@
 
 Scores come from the stored test predictions against the test masks, through the same torchmetrics scorer
 as validation; parameters, FLOPs (torch.utils.flop_counter) and inference time from the architectures (a
-strategy's kind measures its own), measured on one model input and scaled to a whole test photo (its windows
-and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_confusion.npy` (per-image, for the report's
+strategy's kind measures its own), measured on one model input on the study's device (`train.device`; recorded as
+`cost_device`) and scaled to a whole test photo (its windows and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_confusion.npy` (per-image, for the report's
 bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
 """
 
@@ -17,23 +17,25 @@ import torch
 
 from seg_p2p.atomic import save_npy, write_json
 from seg_p2p.config import Config
+from seg_p2p.device import device_name, select_device
 from seg_p2p.ensemble.strategy import CostInputs, combiner_kind, load_strategy
 from seg_p2p.errors import UserError
 from seg_p2p.inference import Inference
-from seg_p2p.layout import model_dir
+from seg_p2p.layout import inside, inside_predict_dir, model_dir
 from seg_p2p.metrics import SegmentationScorer, inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.predict import pred_array
 from seg_p2p.tracking import Tracker
 
 TIMING_BATCH = 4
+SUMMARY_SCORES = ("miou", "pixel_accuracy", "mean_class_accuracy")  # metrics.json's, per model
 
 
 def cropped_photo(photo: np.ndarray, size: int) -> torch.Tensor:
     """A test photo as one model input: resized to size x size, in [-1, 1]."""
-    from seg_p2p.data.transforms import resize
+    from seg_p2p.data.transforms import photo_tensor, resize
 
-    return torch.from_numpy(resize(size)(image=np.asarray(photo))["image"].transpose(2, 0, 1).copy()).float() / 127.5 - 1
+    return photo_tensor(resize(size)(image=np.asarray(photo))["image"])
 
 
 def read_summary(path: Path) -> dict:
@@ -45,13 +47,13 @@ def training_record(summary: dict) -> dict:
 
 
 def member_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir: Path) -> dict:
-    model = build_member(cfg, name, spec)
+    model = build_member(cfg, name, spec).to(example.device)
     summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json")
     with torch.no_grad():
         measured = inference_cost(model.inference_network(), example,
                                   lambda x: model.probabilities(model({"photo": x})).argmax(1))
     return {"kind": "member", "params": role_counts(model), **measured, **training_record(summary),
-            "diverged": summary.get("diverged"), "curves": True, "hypothesis": None}
+            "diverged": summary.get("diverged"), "curves": True, "hypothesis": None, "supervision": model.supervision}
 
 
 def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir: Path, strategies_dir: Path,
@@ -62,7 +64,7 @@ def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir
     summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json")
     return {"kind": "ensemble", "combiner": strategy.combiner, "members": strategy.members, **measured,
             **training_record(summary), "diverged": summary.get("diverged", False) if kind.trained else None,
-            **kind.report_fields(strategy)}
+            **kind.report_fields(strategy), "members_inside": {} if kind.scores_members_inside else None}
 
 
 def per_photo(entry: dict, inputs: float) -> dict:
@@ -97,13 +99,14 @@ def track(cfg: Config, name: str, seed: int, scores: dict, entry: dict) -> None:
     role = "member" if entry["kind"] == "member" else "strategy"
     tags = {"stage": "evaluate", "model": name, "kind": entry["kind"], role: name, "seed": str(seed)}
     params = {"members": ", ".join(entry["members"]), "combiner": entry["combiner"]} if role == "strategy" else {}
-    metrics = {f"test_{key}": scores[key] for key in ("miou", "pixel_accuracy", "mean_class_accuracy")}
+    metrics = {f"test_{key}": scores[key] for key in SUMMARY_SCORES}
     metrics |= {f"test_iou.{cls}": value for cls, value in scores["per_class_iou"].items() if value is not None}
     metrics |= {f"params_{part}": count for part, count in entry["params"].items()}
     metrics |= {"gflops_per_image": entry["flops_per_image"] / 1e9,
                 "inference_ms_per_image": entry["inference_ms_per_image"]}
     metrics |= {key: float(entry[key]) for key in ("train_seconds", "seconds_per_step", "diverged")
                 if entry.get(key) is not None}
+    metrics |= {f"inside_test_miou.{member}": s["miou"] for member, s in (entry.get("members_inside") or {}).items()}
     with Tracker(cfg, f"evaluate/{name}", tags, params) as tracker:
         tracker.log_metrics(metrics)
 
@@ -120,23 +123,31 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
     # Masks at the evaluation size: native (slide mode, read as needed) or resized with the photos (resize mode).
     truth = data.masks("test") if cfg.inference.mode == "slide" else [test[i]["mask"] for i in range(len(test))]
     # Costs are measured on model inputs (crop_size photos, as a slide window), then scaled to a whole test photo.
+    # ...on the study's device (train.device), where its models run.
+    device = select_device(cfg.train.device)
     example = torch.stack([cropped_photo(data.photos("test")[i], cfg.data.crop_size)
-                           for i in range(min(TIMING_BATCH, len(test)))])
+                           for i in range(min(TIMING_BATCH, len(test)))]).to(device)
     torch.manual_seed(seed)
 
     entries = {name: member_entry(cfg, name, spec, example, seed_dir) for name in cfg.members}
     entries |= {name: strategy_entry(cfg, name, spec, example, seed_dir, strategies_dir, entries)
                 for name in cfg.strategies}  # from the members' per-input costs: scaled once, below
     inputs = Inference.from_config(cfg).inputs_per_photo(data.sizes("test"))
-    entries = {name: per_photo(entry, inputs) for name, entry in entries.items()}
+    entries = {name: per_photo(entry, inputs) | {"cost_device": device_name(device)} for name, entry in entries.items()}
     flat, tracked = {}, {}
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"
-        scores, confusion = score(model_dir(seed_dir, name, cfg.members) / "predict", stage, truth, spec.names)
+        folder = model_dir(seed_dir, name, cfg.members)
+        scores, confusion = score(folder / "predict", stage, truth, spec.names)
         save_npy(out_dir / f"{name}_test_confusion.npy", confusion)
+        if entry.get("members_inside") is not None:  # each member as the joint run trained it, scored alone
+            for member in entry["members"]:
+                alone, confusion = score(inside_predict_dir(folder, member), "ensemble", truth, spec.names)
+                save_npy(out_dir / f"{inside(name, member)}_test_confusion.npy", confusion)
+                entry["members_inside"][member] = {key: alone[key] for key in SUMMARY_SCORES}
         write_json(out_dir / f"{name}.json", {"model": name, "seed": seed, **scores, **entry})
         tracked[name] = scores
-        flat[name] = {key: round(scores[key], 4) for key in ("miou", "pixel_accuracy", "mean_class_accuracy")}
+        flat[name] = {key: round(scores[key], 4) for key in SUMMARY_SCORES}
     write_json(seed_dir / "metrics.json", flat)
     for name, scores in tracked.items():  # after every check passed: a bad input leaves no runs behind
         track(cfg, name, seed, scores, entries[name])

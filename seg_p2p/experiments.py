@@ -15,19 +15,22 @@ from pathlib import Path
 from seg_p2p.config import load_config
 from seg_p2p.environment import dvc_executable, stage_environment
 from seg_p2p.errors import UserError
-from seg_p2p.settings import read_yaml
+from seg_p2p.settings import experiment_settings, read_yaml
 
 
-def set_arguments(delta: dict, prefix: str = "") -> list[str]:
-    """Nested YAML delta -> ['-S', 'data.crop_size=128', ...]; lists and nulls in YAML flow syntax."""
-    args = []
-    for key, value in delta.items():
-        name = f"{prefix}{key}"
+def overrides(current: dict, target: dict, prefix: str = "") -> list[str]:
+    """The overrides (Hydra's syntax, which `dvc exp run -S` takes) that turn params `current` into `target`:
+    `++key=value` for each leaf that is new or differs (lists and nulls in YAML flow syntax), `~key` for each key
+    `target` drops (a preset's section replaces params.yaml's whole)."""
+    args = [f"~{prefix}{key}" for key in current if key not in target]
+    for key, value in target.items():
+        name, old = f"{prefix}{key}", current.get(key)
         if isinstance(value, dict) and value:
-            args += set_arguments(value, f"{name}.")
-        else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            args += ["-S", f"{name}={text}"]
+            if key in current and not isinstance(old, dict):
+                args.append(f"~{name}")
+            args += overrides(old if isinstance(old, dict) else {}, value, f"{name}.")
+        elif key not in current or old != value:
+            args.append(f"++{name}={value if isinstance(value, str) else json.dumps(value)}")
     return args
 
 
@@ -44,22 +47,23 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
     jobs in a workspace of its own, saved as the DVC experiment named after the file."""
     cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
     check_study(cfg, file)
-    delta = read_yaml(file)
-    root = delta.get("data", {}).get("root")
+    target = experiment_settings(params, file)
+    root = target.get("data", {}).get("root")
     if root is not None:  # queued experiments run in a temp copy of the repo: make the data path absolute
         absolute = Path(root).expanduser().resolve()
         if not absolute.is_dir():
             raise UserError(f"{file}: data.root '{root}' is not a folder; point it at the dataset")
-        delta["data"]["root"] = str(absolute)
+        target["data"]["root"] = str(absolute)
+    changes = overrides(read_yaml(params), target)
     if cluster:
         from seg_p2p.cluster.client import cluster_run
         from seg_p2p.cluster.workspace import experiment_workspace
 
-        workspace = experiment_workspace(Path.cwd(), cfg.cluster.folder, file.stem, set_arguments(delta)[1::2])
+        workspace = experiment_workspace(Path.cwd(), cfg.cluster.folder, file.stem, changes)
         cluster_run(cfg, workspace, wait=wait, experiment=file.stem, tracking_root=Path.cwd())
         return
     command = [dvc_executable(), "exp", "run", "-n", f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
-               *set_arguments(delta)]
+               *(arg for change in changes for arg in ("-S", change))]
     if queue:
         command.append("--queue")
     print(f"experiment {cfg.name}: {' '.join(command[1:])}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 runs/seed{K}/members/{member}/{train,predict}/   runs/seed{K}/ensembles/{strategy}/{train,predict}/
 runs/seed{K}/evaluate/{model}.json               runs/seed{K}/metrics.json
+a training's train/ folder: checkpoints/{best,last}.pt, history.csv, summary.json, samples/
+a joint run's members, scored on their own: runs/seed{K}/ensembles/{strategy}/members/{member}/predict/
 """
 
 from __future__ import annotations
@@ -12,3 +14,19 @@ from pathlib import Path
 def model_dir(seed_dir: Path, model: str, members) -> Path:
     """Output folder of a member or strategy within one seed's folder."""
     return seed_dir / ("members" if model in members else "ensembles") / model
+
+
+def checkpoint(train_dir: Path, which: str = "best") -> Path:
+    """A training's checkpoint in its train/ folder: `best` (the weights predict and joint training use) or `last`
+    (the full state a resumed run continues from)."""
+    return train_dir / "checkpoints" / f"{which}.pt"
+
+
+def inside(strategy: str, member: str) -> str:
+    """The name evaluate and the report give a member as trained inside a joint run (its files: `joint@pix2pix_...`)."""
+    return f"{strategy}@{member}"
+
+
+def inside_predict_dir(strategy_dir: Path, member: str) -> Path:
+    """Test predictions of a member as trained inside the joint run whose folder is `strategy_dir`."""
+    return strategy_dir / "members" / member / "predict"

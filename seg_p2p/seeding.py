@@ -6,11 +6,12 @@ import numpy as np
 import torch
 
 from seg_p2p.errors import UserError
+from seg_p2p.settings import SEEDS
 
 
 def check_seed(seed: int) -> None:
-    if not 0 <= seed < 2**32:
-        raise UserError(f"--seed {seed}: a seed must be in 0..{2**32 - 1}; pick another")
+    if seed not in SEEDS:
+        raise UserError(f"--seed {seed}: a seed must be in {SEEDS.start}..{SEEDS.stop - 1}; pick another")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

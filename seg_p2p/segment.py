@@ -10,7 +10,6 @@ stops the run with nothing written; then one photo at a time is in memory, each 
 from __future__ import annotations
 
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -23,11 +22,12 @@ from tqdm import tqdm
 from seg_p2p.atomic import check_writable, write_bytes
 from seg_p2p.config import Config
 from seg_p2p.data.readers import IMAGE_SUFFIXES, natural_key, open_image, to_rgb
-from seg_p2p.data.spec import DatasetSpec
-from seg_p2p.data.transforms import build_transform
+from seg_p2p.data.spec import DatasetSpec, colour_table, prepared_spec
+from seg_p2p.data.transforms import build_transform, photo_tensor
 from seg_p2p.device import select_device
 from seg_p2p.errors import UserError
 from seg_p2p.inference import Inference, resample
+from seg_p2p.layout import checkpoint
 
 OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
 
@@ -67,13 +67,13 @@ def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: 
     from seg_p2p.predict import load_member
 
     role, name = model_dir.parent.name, model_dir.name
-    if role == "members" and (model_dir / "train" / "checkpoints" / "best.pt").is_file():
+    if role == "members" and checkpoint(model_dir / "train").is_file():
         model = load_member(cfg, name, spec, weights_path(model_dir.parent, name), device)
         return f"member {name}", lambda photo: inference.probabilities(model, photo)
     if role == "ensembles" and (model_dir.parent.parent / "members").is_dir():
         strategy = load_strategy(cfg, name, strategies_dir)
         kind = combiner_kind(strategy)
-        if kind.trained and not (model_dir / "train" / "checkpoints" / "best.pt").is_file():
+        if kind.trained and not checkpoint(model_dir / "train").is_file():
             raise UserError(f"{model_dir}: strategy '{name}' has not been trained here (no train/checkpoints/best.pt)"
                             "; run `dvc repro ensemble` first")
         job = PhotoJob(cfg, strategy, spec, model_dir, model_dir.parent.parent / "members", device, inference)
@@ -84,14 +84,6 @@ def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: 
         return f"strategy {name} ({strategy.combiner})", kind.photo_predictor(job)
     raise UserError(f"{model_dir}: holds no trained model; point --model at runs/seed<K>/members/<member> "
                     "(with train/checkpoints/best.pt) or runs/seed<K>/ensembles/<strategy>")
-
-
-def read_spec(data_dir: Path) -> DatasetSpec:
-    path = data_dir / "spec.json"
-    if not path.is_file():
-        raise UserError(f"{path}: missing; --data must be the prepared dataset the model was trained on "
-                        "(its classes and colours), e.g. data/prepared")
-    return DatasetSpec.model_validate(json.loads(path.read_text()))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -109,20 +101,19 @@ def segment(cfg: Config, model_dir: Path, inputs: list[str], out_dir: Path, data
     if settings.mode != trained_mode:
         print(f"seg-p2p: warning: the models were trained for {trained_mode} inference (inference.mode); "
               f"--mode {settings.mode} applies them at another scale", file=sys.stderr)
-    spec = read_spec(data_dir)
+    spec = prepared_spec(data_dir)  # the classes and colours the model was trained on
     device = select_device(cfg.train.device)
     inference = Inference.from_config(cfg)
     label, predict = model_predictor(cfg, model_dir, spec, inference, device, strategies_dir)
     photos = list_inputs(inputs)
     check_writable(out_dir)
-    colours = np.zeros((256, 3), np.uint8)
-    colours[:spec.num_classes] = spec.palette
+    colours = colour_table(spec.palette)
     transform = build_transform(cfg, train=False)
     torch.manual_seed(0)  # dropout_at_test draws from it: the same photo gives the same labels
     for path in tqdm(photos, desc=f"segment ({label}, {settings.mode})", unit="img"):
         photo = to_rgb(open_image(path), path)
         model_input = transform(image=photo)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(model_input.transpose(2, 0, 1))).float()[None] / 127.5 - 1
+        tensor = photo_tensor(model_input)[None]
         probs = resample(predict(tensor.to(device)).float().cpu(), photo.shape[:2])  # back to the photo's size
         labels = probs[0].argmax(0).to(torch.uint8).numpy()
         colour = colours[labels]

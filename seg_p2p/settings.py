@@ -7,6 +7,8 @@ and it imports neither, so the configuration and the models never import each ot
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from seg_p2p.errors import UserError
+
+
+SEEDS = range(2**32)  # the seeds torch and numpy both accept: params.yaml's seeds and every --seed
 
 
 class Strict(BaseModel):
@@ -69,7 +74,10 @@ def error_text(error: dict, prefix: tuple = ()) -> str:
     if kind == "extra_forbidden":
         return f"unknown key '{key}'; remove it or fix its spelling (see params.yaml for the valid keys)"
     if kind == "value_error":  # our own validators: the message names the key and says what to do
-        return f"{f'{key}: ' if loc else ''}{error['msg'].removeprefix('Value error, ')}"
+        message = error["msg"].removeprefix("Value error, ")
+        if loc and re.match(r"[a-z_]+: ", message):  # a section's validator naming its own key: data.crop_size: ...
+            return f"{key}.{message}"
+        return f"{f'{key}: ' if loc else ''}{message}"
     got = "" if isinstance(value, (dict, list)) else f" (got {value!r:.60})"
     hint = ""
     if isinstance(value, str) and kind in ("float_type", "int_type"):
@@ -80,3 +88,35 @@ def error_text(error: dict, prefix: tuple = ()) -> str:
         except ValueError:
             pass
     return f"{key}: {error['msg']}{got}{hint}; fix this value"
+
+
+def deep_merge(base: dict, delta: dict) -> dict:
+    """Return base with delta laid over it; nested dicts merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def experiment_settings(params: str | Path, experiment: str | Path | None = None) -> dict:
+    """params.yaml with an experiment file laid over it, unvalidated. An experiment that names a `preset`
+    (experiments/presets/NAME.yaml beside it: a complete, named setting such as the pix2pix paper's) builds on it:
+    each section the preset holds replaces params.yaml's section whole, so nothing params.yaml sizes for the CPU
+    study leaks in; the experiment's own keys are laid over that."""
+    if not Path(params).exists():
+        raise UserError(f"{params}: parameter file not found; run from the project folder or pass --params PATH")
+    raw = read_yaml(params)
+    if experiment is None:
+        return raw
+    delta = read_yaml(experiment)
+    preset = delta.pop("preset", None)
+    if preset is not None:
+        path = Path(experiment).parent / "presets" / f"{preset}.yaml"
+        if not isinstance(preset, str) or not path.exists():
+            known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise UserError(f"{experiment}: preset: no {path} (known: {', '.join(known) or 'none'}); fix the name")
+        raw = {**raw, **read_yaml(path)}
+    return deep_merge(raw, delta)

@@ -6,14 +6,21 @@ from pathlib import Path
 
 from seg_p2p.atomic import check_writable
 from seg_p2p.config import Config
-from seg_p2p.device import select_device
+from seg_p2p.device import training_device
 from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.inference import Inference
+from seg_p2p.layout import checkpoint
 from seg_p2p.models import build_member
-from seg_p2p.seeding import check_seed, seed_everything
+from seg_p2p.seeding import seed_everything
 from seg_p2p.tracking import Tracker, flatten
+
+
+def check_training(cfg: Config, out_dir: Path) -> None:
+    """Refuse a missing device, settings it cannot run and an unwritable --out, before any work."""
+    training_device(cfg.train)
+    check_writable(out_dir)
 
 
 def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Path, resume: bool = True) -> dict:
@@ -21,12 +28,10 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     from seg_p2p.data.prepare import PreparedData
     from seg_p2p.data.transforms import build_transform
 
-    check_seed(seed)
     data = PreparedData(data_dir)
     seed_everything(seed, cfg.train.deterministic)  # the initial weights too: same seed, same run
     model = build_member(cfg, name, data.spec)
-    select_device(cfg.train.device)  # refuse a missing device and an unwritable --out before any work
-    check_writable(out_dir)
+    check_training(cfg, out_dir)
     train_set = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
     val_set = SegmentationDataset(data, "val", build_transform(cfg, train=False), seed)
     # The inference mode decides the training crops and how val picks best.pt: part of the run's identity.
@@ -34,7 +39,8 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
                            cfg.inference.model_dump(), seed, code=__name__, inputs=data.files())
     tags = {"stage": "train", "member": name, "seed": str(seed)}
     params = flatten({"member": cfg.members[name].model_dump(), "train": cfg.train.model_dump(),
-                      "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed})
+                      "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed,
+                      "input_normalisation": model.input_normalisation or "none"})
     with Tracker(cfg, f"train/{name}", tags, params, defer=True) as tracker:  # fit opens it, knowing the run
         job = Job(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
                   Inference.from_config(cfg))
@@ -42,5 +48,5 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
             summary = fit(model, train_set, val_set, job, resume)
         except TrainingDiverged as exc:
             raise UserError(str(exc)) from None
-        tracker.log_artifact(out_dir / "checkpoints" / "best.pt", "model")
+        tracker.log_artifact(checkpoint(out_dir), "model")
     return summary

@@ -8,6 +8,7 @@ helpers from here (`from conftest import ...`); no test module imports another.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -17,10 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import seg_p2p  # noqa: F401 - first: its import makes this process and its children offline (seg_p2p/__init__.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -67,7 +65,7 @@ TINY_ENCODER = "tu-resnet10t"  # timm's ResNet-10, params.yaml's: the cheapest s
 def tiny_settings(delta: dict | None = None) -> dict:
     """The repo's params.yaml at toy size (one seed, 32 px, 12 + 4 + 4 images, ngf/ndf 8, batch 4, 2 + 1 epochs on
     the CPU), plus `delta`."""
-    from seg_p2p.config import deep_merge
+    from seg_p2p.settings import deep_merge
 
     params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {
         "seeds": [0],
@@ -81,9 +79,24 @@ def tiny_settings(delta: dict | None = None) -> dict:
             member["generator"]["ngf"] = 8
         if "discriminator" in member:
             member["discriminator"]["ndf"] = 8
-        if member["kind"] == "unet_ce":
+        if "encoder" in member:
             member["encoder"] = TINY_ENCODER
     return deep_merge(params, delta or {})
+
+
+def tiny_member(kind: str) -> dict:
+    """A kind's default settings at toy size (decided by which settings the kind has, never by its name)."""
+    from seg_p2p.models import MEMBER_KINDS
+
+    fields = MEMBER_KINDS[kind].config.model_fields
+    member = {"kind": kind}
+    if "generator" in fields:
+        member["generator"] = {"ngf": 8}
+    if "discriminator" in fields:
+        member["discriminator"] = {"ndf": 8}
+    if "encoder" in fields:
+        member["encoder"] = TINY_ENCODER
+    return member
 
 
 def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yaml") -> Path:
@@ -115,6 +128,82 @@ def train_argv(workspace: Path, out: Path, member: str = "pix2pix", seed: int = 
                params: Path | None = None) -> list[str]:
     return ["--params", str(params or workspace / "params.yaml"), "train", "--member", member, "--seed", str(seed),
             "--data", str(workspace / "data"), "--out", str(out)]
+
+
+# ---- a few steps of the engine ---------------------------------------------------------------------------
+
+ENGINE_STEPS = 4
+
+
+def build_for_engine(name: str, joint_members: tuple[str, ...] | None = None):
+    """A toy-size member of kind `name`, or (`joint`, `joint-no-d`) a joint ensemble of the tiny members (all, or
+    `joint_members`; balance none: the loss it minimises does not move with running means, so a fall is learning)."""
+    import torch
+
+    from seg_p2p.data.spec import load_spec
+    from seg_p2p.ensemble.fusion import FusionConfig, JointEnsemble
+    from seg_p2p.models import MEMBER_KINDS, build_member
+
+    spec = load_spec("synthetic")
+    torch.manual_seed(0)
+    if name in MEMBER_KINDS:
+        return build_member(tiny_config(members={"m": tiny_member(name)}), "m", spec)
+    cfg = tiny_config()
+    members = {member: build_member(cfg, member, spec) for member in joint_members or cfg.members}
+    return JointEnsemble(members, spec.num_classes, FusionConfig(hidden=8, layers=2), name == "joint", 0.5, "none",
+                         0.01)
+
+
+def fixed_batch(n: int = 4, size: int = 32) -> dict:
+    """Random photos and masks of the synthetic dataset's classes, the same every call."""
+    import torch
+
+    from seg_p2p.data.spec import load_spec
+
+    generator = torch.Generator().manual_seed(1)
+    classes = load_spec("synthetic").num_classes
+    return {"photo": torch.rand(n, 3, size, size, generator=generator) * 2 - 1,
+            "mask": torch.randint(0, classes, (n, size, size), generator=generator), "index": torch.arange(n)}
+
+
+def supervised(model, stats: dict, generator_keys: set[str]) -> float:
+    """The generator's loss minus its adversarial terms (a GAN term need not fall while its generator learns)."""
+    adversarial = set(model.adversarial_losses)
+    for name, member in getattr(model, "members", {}).items():
+        adversarial |= {f"{key}.{name}" for key in member.adversarial_losses}
+    return sum(stats[key].item() for key in generator_keys if key.startswith("loss_") and key not in adversarial)
+
+
+@functools.cache
+def engine_losses(name: str, precision: str, channels_last: bool, compile: bool = False,
+                  joint_members: tuple[str, ...] | None = None, device: str = "cpu") -> tuple[float, ...]:
+    """ENGINE_STEPS steps of the engine's own train_step on one fixed batch, the model of kind `name` (or a joint
+    ensemble, test_precision.py) placed as fit places it; each step's supervised loss, every loss checked finite.
+    Cached: the fp32 run a bf16 or compiled run is compared with trains once per session."""
+    import math
+
+    import torch
+
+    from seg_p2p.device import Precision, to_device
+    from seg_p2p.engine import train_step
+
+    model = build_for_engine(name, joint_members).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    batch = to_device(fixed_batch(), torch.device(device), channels_last)
+    with torch.no_grad():
+        generator_keys = set(model.generator_losses(batch, model(batch)))
+    optimizers = model.optimizers()
+    step_model = torch.compile(model) if compile else model
+    torch.manual_seed(0)
+    losses = []
+    precision_ = Precision(precision, torch.device(device))
+    for _ in range(ENGINE_STEPS):
+        stats = train_step(step_model, batch, optimizers, precision_)
+        bad = [key for key, value in stats.items() if not math.isfinite(value.item())]
+        assert not bad, f"{name} {precision}: {bad} not finite"
+        losses.append(supervised(model, stats, generator_keys))
+    return tuple(losses)
 
 
 # ---- a DVC project to run ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_dataset
 from PIL import Image
 
-from seg_p2p.config import DataConfig
+from seg_p2p.data.settings import DataConfig
 from seg_p2p.data.check import check_dataset
 from seg_p2p.data.prepare import PreparedData, prepare
 from seg_p2p.data.spec import IGNORE_INDEX, SPECS_DIR, load_spec

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_p2p.config import DataConfig, SyntheticConfig
+from seg_p2p.data.settings import DataConfig, SyntheticConfig
 from seg_p2p.data.prepare import PreparedData, prepare
 from seg_p2p.data.readers import RawDataset, detect_format
 from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_in, study_repo
 
 from seg_p2p.codedeps import STAGE_MODULES, import_graph, module_closure, stage_code
 
@@ -73,3 +75,15 @@ def test_no_module_of_the_package_reaches_itself_through_its_imports():
 
     circles = [module for module in graph if module in reaches(module)]
     assert not circles, f"these modules import themselves through others: {circles}"
+
+
+@pytest.mark.slow
+def test_editing_a_model_file_leaves_prepare_up_to_date(tmp_path):
+    """prepare reads `data:` alone: a model file is not among its deps, so editing one never re-decodes a dataset;
+    the stages that run the model are out of date."""
+    root = study_repo(tmp_path, {"seeds": [0]})
+    run_in(["dvc", "repro", "prepare"], root)
+    with open(root / "seg_p2p" / "models" / "pix2pix.py", "a") as handle:
+        handle.write("\n# an edit\n")
+    stale = json.loads(run_in(["dvc", "status", "--json"], root).stdout)
+    assert "prepare" not in stale and "train@pix2pix-0" in stale, stale

@@ -162,7 +162,7 @@ def test_strategy_files_are_checked(tmp_path):
 def test_strategy_members_default_to_every_member_and_kinds_bring_their_settings(tmp_path):
     cfg = toy_config()
     (tmp_path / "all.yaml").write_text("combiner: mean\n")
-    assert load_strategy(cfg, "all", tmp_path).members == ["pix2pix", "unet_l1", "unet_ce"]
+    assert load_strategy(cfg, "all", tmp_path).members == list(cfg.members)  # params.yaml's four
     (tmp_path / "stack.yaml").write_text("combiner: learned\nmembers: [unet_l1]\nfusion: {hidden: 4}\n")
     stack = load_strategy(cfg, "stack", tmp_path)
     assert isinstance(stack, StackingSettings) and stack.fusion.hidden == 4 and stack.members == ["unet_l1"]
@@ -221,16 +221,17 @@ def test_beta_one_trains_the_members_by_the_ensemble_loss_alone_but_the_gan_term
     joint, batch = joint_model(beta=1.0, discriminator=discriminator)
     losses = joint.generator_losses(batch, joint(batch))
     minimised = {key for key in losses if key.startswith("loss_")}
-    assert minimised == {"loss_fusion_ce"} | ({"loss_g_gan.pix2pix"} if discriminator else set())
-    assert {"own.pix2pix", "own.unet_l1", "own.unet_ce"} <= set(losses)  # still logged
+    adversarial = [name for name, member in joint.members.items() if "discriminator" in member.networks()]
+    assert adversarial == (["pix2pix", "unet_ce_adv"] if discriminator else [])
+    assert minimised == {"loss_fusion_ce"} | {f"loss_g_gan.{name}" for name in adversarial}
+    assert {f"own.{name}" for name in joint.members} <= set(losses)  # still logged
     total = sum(losses[key] for key in minimised)
     for name in joint.members:
-        expected = losses["loss_fusion_ce"] + (losses["loss_g_gan.pix2pix"] if discriminator and name == "pix2pix"
-                                               else 0)
+        expected = losses["loss_fusion_ce"] + (losses[f"loss_g_gan.{name}"] if name in adversarial else 0)
         for got, want in zip(gradients(total, member_parameters(joint, name)),
                              gradients(expected, member_parameters(joint, name))):
             torch.testing.assert_close(got, want)
-        assert (losses[f"grad_own.{name}"] > 0) == (discriminator and name == "pix2pix")
+        assert (losses[f"grad_own.{name}"] > 0) == (name in adversarial)
 
 
 def test_beta_scales_the_fusion_gradient_into_the_members_and_not_into_the_fusion_net():
@@ -274,7 +275,7 @@ def test_balancing_modes_weigh_the_losses_as_specified():
 
     joint, batch = joint_model(beta, balance="uncertainty")
     with torch.no_grad():
-        joint.balancer.log_variance.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]))  # fusion, pix2pix, unet_l1, unet_ce
+        joint.balancer.log_variance.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0, 1.5]))  # fusion, then the members in order
     losses = joint.generator_losses(batch, joint(batch))
     weights = torch.exp(-joint.balancer.log_variance.detach())
     torch.testing.assert_close(losses["weight.fusion"], weights[0])

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import TINY_ENCODER, tiny_config, tiny_settings
+from conftest import tiny_config, tiny_member, tiny_settings
 from pydantic import PositiveInt
 from torch import nn
 
@@ -70,19 +70,6 @@ def median_kind():
     register_combiner("median", FixedCombiner(lambda probs: np.median(probs, 0)))
     yield "median"
     del COMBINERS["median"]
-
-
-def tiny_member(kind: str) -> dict:
-    """A kind's default settings at toy size (decided by which settings the kind has, never by its name)."""
-    fields = MEMBER_KINDS[kind].config.model_fields
-    member = {"kind": kind}
-    if "generator" in fields:
-        member["generator"] = {"ngf": 8}
-    if "discriminator" in fields:
-        member["discriminator"] = {"ndf": 8}
-    if "encoder" in fields:
-        member["encoder"] = TINY_ENCODER
-    return member
 
 
 def batch(n=2, size=64, classes=8):

@@ -3,7 +3,7 @@ TTA is mirror-symmetric, small photos pad or are refused, and stored probabiliti
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 
 from seg_p2p.config import InferenceConfig, load_config
 from seg_p2p.data.spec import load_spec
@@ -129,7 +129,7 @@ def test_stored_probabilities_are_bounded_and_grow_back():
 def test_overlap_must_be_smaller_than_the_window():
     with pytest.raises(UserError, match=r"inference\.overlap: 32 px is not smaller than the window \(data\.crop_size "
                                         r"32\); use 0 to 31"):
-        load_config("/nonexistent.yaml", overrides={"inference": {"overlap": 32},
+        load_config(REPO / "params.yaml", overrides={"inference": {"overlap": 32},
                                                     "data": {"crop_size": 32, "load_size": 36}})
 
 

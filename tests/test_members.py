@@ -1,4 +1,4 @@
-"""The three members: exact reference parameter counts, the GAN step, and learning on a fixed batch."""
+"""The members: exact reference parameter counts, the GAN steps, and learning on a fixed batch."""
 
 import numpy as np
 import pytest
@@ -104,6 +104,35 @@ def test_gan_step_updates_both_networks_and_keeps_d_out_of_g_optimizer():
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()) if a.dim() > 1)
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()) if a.dim() > 1)
     assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_the_adversarial_ce_member_takes_gradient_from_its_gan_term_and_updates_its_discriminator():
+    """unet_ce_adv: its segmenter gets the GAN term's gradient (weighted by lambda_adv, not only the cross-entropy's),
+    and one engine step updates its PatchGAN on (photo, one-hot truth) against (photo, softmax)."""
+    torch.manual_seed(0)
+    model = build_member(members_config(), "unet_ce_adv", Spec)
+    assert model.networks() == {"generator": model.unet, "discriminator": model.discriminator}
+    assert model.discriminator.model[0].in_channels == 3 + Spec.num_classes
+    batch = fixed_batch()
+    output = model(batch)
+    losses = model.generator_losses(batch, output)
+    assert set(losses) == {"loss_ce", "loss_g_gan"}
+    gan_grad = torch.autograd.grad(losses["loss_g_gan"], list(model.unet.parameters()), allow_unused=True)
+    assert sum(g.abs().sum() for g in gan_grad if g is not None) > 0  # the GAN term reaches the segmenter
+    assert all(p.grad is None for p in model.discriminator.parameters())  # and not its discriminator
+    d_before = [p.clone() for p in model.discriminator.parameters()]
+    stats = train_step(model, batch, model.optimizers(), FP32)
+    assert {"loss_ce", "loss_g_gan", "loss_d", "d_real", "d_fake"} <= set(stats)
+    assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()) if a.dim() > 1)
+    weight = model.cfg.lambda_adv
+    model.cfg = model.cfg.model_copy(update={"lambda_adv": 2 * weight})
+    model.eval()  # the same BatchNorm statistics for both forwards
+    with torch.no_grad():
+        doubled = model.generator_losses(batch, model(batch))["loss_g_gan"].item()
+        model.cfg = model.cfg.model_copy(update={"lambda_adv": weight})
+        assert doubled == pytest.approx(2 * model.generator_losses(batch, model(batch))["loss_g_gan"].item(), rel=1e-5)
+    model.drop_discriminator()  # joint training without D: cross-entropy alone, no discriminator network
+    assert set(model.generator_losses(batch, model(batch))) == {"loss_ce"} and "discriminator" not in model.networks()
 
 
 def test_unet_l1_has_no_discriminator_and_ce_counts():

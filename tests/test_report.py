@@ -12,21 +12,27 @@ from seg_p2p.layout import model_dir
 from seg_p2p.metrics import scores_from_confusion
 from seg_p2p.ragged import open_ragged
 from seg_p2p.report import load_study, subject, write_report
-from seg_p2p.report.verdict import effect, pays_sentence, trainable_sentence
+from seg_p2p.report.verdict import adds_sentence, effect, pays_sentence, trainable_sentence
 
 CLASSES = ["sky", "road", "car"]
 MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
+ALL_MEMBERS = MEMBERS + ["unet_ce_adv"]  # the members' 2 x 2
+SUPERVISION = {"pix2pix": "colour + L1", "unet_l1": "colour + L1", "unet_ce": "cross-entropy",
+               "unet_ce_adv": "cross-entropy"}
 STRATEGIES = ["mean", "learned", "control", "joint", "joint-no-d"]
 OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
 # Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
-ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "mean": (1, 2, 1), "max": (2, 2, 2),
+ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2),
+          "mean": (1, 2, 1), "max": (2, 2, 2), "zz": (3, 3, 3), "joint@pix2pix": (1, 1, 1), "control@pix2pix": (2, 2, 2),
           "learned": (3, 3, 3), "control": (3, 3, 3), "joint": (1, 1, 1), "joint-no-d": (3, 3, 3),
           "joint-onehot": (1, 1, 1)}
 # Models that train with their own history.csv: the evaluate record says `curves: true` for them.
 HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
+           "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"],
            "control": ["loss_g_gan", "loss_ce", "loss_d"], "joint": ["loss_g_gan", "loss_ce", "loss_d"],
            "joint-no-d": ["loss_ce"], "joint-onehot": ["loss_g_gan", "loss_ce", "loss_d"]}
-GAN = ("pix2pix", "control", "joint", "joint-onehot")  # models with a discriminator
+GAN = ("pix2pix", "unet_ce_adv", "control", "joint", "joint-onehot")  # models with a discriminator
+INSIDE_ERRORS = (1, 1, 1)  # a member scored alone from a joint run's weights, unless ERRORS names "strategy@member"
 
 
 def joint_role(beta, discriminator=True, init="members"):
@@ -38,7 +44,7 @@ def joint_role(beta, discriminator=True, init="members"):
 # What evaluate writes as `hypothesis`; null for members and fixed combiners. Keyed by name only in this fake.
 HYPOTHESIS = {"learned": {"label": "frozen stacking", "role": "stacking", "discriminator": None, "beta": None,
                           "init": None, "balance": None},
-              "control": joint_role(0), "joint": joint_role(0.5), "joint-onehot": joint_role(0.5),
+              "control": joint_role(0), "joint": joint_role(0.5), "joint-onehot": joint_role(0.5), "zz": joint_role(0.5),
               "joint-no-d": joint_role(0.5, discriminator=False)}
 
 
@@ -66,8 +72,10 @@ def save_ragged(path, items):
             array[i] = item
 
 
-def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2), strategies=STRATEGIES):
-    """A prepared-data folder and a runs folder laid out as the pipeline writes them."""
+def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2), strategies=STRATEGIES,
+               members=MEMBERS, inside=False, without=None):
+    """A prepared-data folder and a runs folder laid out as the pipeline writes them. `inside`: the joint runs
+    record each member scored alone; `without`: strategy -> the members it runs (a leave-one-out run)."""
     errors = {**ERRORS, **(errors or {})}
     rng = np.random.default_rng(0)
     data, runs = root / "data", root / "runs"
@@ -84,11 +92,11 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
     for index, seed in enumerate(seeds):
         evaluate = runs / f"seed{seed}" / "evaluate"
         evaluate.mkdir(parents=True)
-        for model in MEMBERS + list(strategies):
+        for model in list(members) + list(strategies):
             conf = _confusions(errors[model][index])
             np.save(evaluate / f"{model}_test_confusion.npy", conf)
             gan = model in GAN
-            record = {"model": model, "kind": "member" if model in MEMBERS else "ensemble", "seed": seed,
+            record = {"model": model, "kind": "member" if model in members else "ensemble", "seed": seed,
                       **scores_from_confusion(conf.sum(0), CLASSES),
                       "params": {"generator": 54_413_955, "discriminator": 2_768_705 if gan else 0, "fusion": 0,
                                  "training": 57_182_660 if gan else 54_413_955, "inference": 54_413_955},
@@ -96,10 +104,18 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                       "train_seconds": 100.0 + seed, "seconds_per_step": 0.5,
                       "diverged": diverged[index] if model == "joint" else (False if gan else None),
                       "curves": model in HISTORY, "hypothesis": HYPOTHESIS.get(model)}
-            if model not in MEMBERS:
-                record["members"] = MEMBERS
+            if model in members:
+                record["supervision"] = SUPERVISION[model]
+            else:
+                record["members"] = (without or {}).get(model, list(members))
+                if inside and (HYPOTHESIS.get(model) or {}).get("role") in ("control", "end_to_end"):
+                    record["members_inside"] = {}
+                    for member in record["members"]:
+                        alone = _confusions(errors.get(f"{model}@{member}", INSIDE_ERRORS)[index])
+                        np.save(evaluate / f"{model}@{member}_test_confusion.npy", alone)
+                        record["members_inside"][member] = scores_from_confusion(alone.sum(0), CLASSES)
             (evaluate / f"{model}.json").write_text(json.dumps(record))
-            folder = model_dir(runs / f"seed{seed}", model, MEMBERS)
+            folder = model_dir(runs / f"seed{seed}", model, members)
             predict = folder / "predict"
             predict.mkdir(parents=True)
             save_ragged(predict / "test_pred", rng.integers(0, 3, (6, 8, 8), dtype=np.uint8))
@@ -108,7 +124,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                 history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
                                         "val_miou": [0.2, np.nan, 0.4]})
                 if model in ("joint", "joint-onehot"):  # fusion share of the members' gradient: 0.2, 1/3, 3/7
-                    for i, member in enumerate(MEMBERS):  # measured on some steps: none in the last epoch
+                    for i, member in enumerate(members):  # measured on some steps: none in the last epoch
                         history[f"grad_fusion.{member}"] = [1.0, 0.5 * (i + 1), np.nan]
                         history[f"grad_own.{member}"] = [1.0, 2.0, np.nan]
                 if model in ("control", "joint", "joint-no-d", "joint-onehot"):  # diversity rises on train only
@@ -116,7 +132,8 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                     history["val_diversity"] = [0.1, 0.1, 0.1]
                 (folder / "train").mkdir(parents=True)
                 history.to_csv(folder / "train" / "history.csv", index=False)
-    cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies)})
+    cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies),
+                                 "members": {member: {"kind": member} for member in members}})
     return cfg, data, runs
 
 
@@ -265,7 +282,8 @@ def test_a_record_without_the_role_fields_says_to_rerun_evaluate(tmp_path, key):
 def _rows(low: float, high: float, seeds: int = 3) -> list[dict]:
     """Hand-made table-3 rows: frozen stacking, the control and one end-to-end run with its delta."""
     delta = {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds}
-    common = {"diverged": 0, "unrecorded": 0, "runs": seeds, "collapsed": 0, "signals": None, "stacking": "stack"}
+    common = {"diverged": 0, "unrecorded": 0, "runs": seeds, "collapsed": 0, "signals": None, "stacking": "stack",
+              "members": ["a", "b"]}
     return [{**common, "strategy": "stack", "role": "stacking", "beta": None, "discriminator": None, "init": None,
              "control": None, "delta_control": None, "delta_stacking": None},
             {**common, "strategy": "ctl", "role": "control", "beta": 0.0, "discriminator": True, "init": "members",
@@ -309,6 +327,83 @@ def test_discriminator_sentence_follows_the_numbers(tmp_path, without_d, expecte
 def test_subject_is_the_members_with_a_discriminator(tmp_path):
     cfg, data, runs = make_study(tmp_path)
     assert subject(load_study(cfg, data, runs)) == "pix2pix"
+
+
+def _mean_delta(a: tuple, b: tuple) -> float:
+    """The paired delta of two models with these per-seed error bases, as the report computes it."""
+    return float(np.mean([_iou(x) - _iou(y) for x, y in zip(a, b)]))
+
+
+def test_the_members_2x2_says_what_the_gan_term_does_on_each_path(tmp_path):
+    cfg, data, runs = make_study(tmp_path, members=ALL_MEMBERS)
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    gan = pd.read_csv(tmp_path / "report" / "gan_2x2.csv").set_index("supervision")
+    assert gan.loc["colour + L1", ["member_without_gan", "member_with_gan"]].tolist() == ["unet_l1", "pix2pix"]
+    assert gan.loc["cross-entropy", ["member_without_gan", "member_with_gan"]].tolist() == ["unet_ce", "unet_ce_adv"]
+    assert gan.loc["colour + L1", "delta_gan"] == pytest.approx(_mean_delta(ERRORS["pix2pix"], ERRORS["unet_l1"]))
+    assert gan.loc["cross-entropy", "delta_gan"] == pytest.approx(_iou(2) - _iou(1))
+    assert "### 1b. The GAN term on each supervision path" in text
+    assert "on the cross-entropy path, `unet_ce_adv` vs `unet_ce` is -" in text
+    assert "so the GAN term hurts." in text  # the cross-entropy pair: 2 errors against 1 on every seed
+    assert subject(load_study(cfg, data, runs)) == "pix2pix and unet_ce_adv"
+    assert "pix2pix and unet_ce_adv were trained end-to-end with the other networks, their discriminators" in text
+
+
+def test_members_inside_each_joint_run_are_scored_against_alone_and_the_control(tmp_path):
+    cfg, data, runs = make_study(tmp_path, inside=True)
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    inside = pd.read_csv(tmp_path / "report" / "members_inside_joint.csv").set_index(["strategy", "member"])
+    assert set(inside.index.get_level_values(0)) == {"control", "joint", "joint-no-d"}
+    row = inside.loc[("joint", "pix2pix")]
+    assert row["miou_inside_mean"] == pytest.approx(_iou(1)) and row["miou_in_control_mean"] == pytest.approx(_iou(2))
+    assert row["delta_vs_alone"] == pytest.approx(_mean_delta(INSIDE_ERRORS, ERRORS["pix2pix"]))
+    assert row["delta_vs_control"] == pytest.approx(_iou(1) - _iou(2)) and row["delta_vs_control_low"] > 0
+    assert row["control"] == "control" and pd.isna(inside.loc[("control", "pix2pix"), "control"])
+    assert "### 3c. The members inside each joint run, scored alone" in text
+    assert (f"Scored on their own: pix2pix scores {_iou(1):.3f} alone from `joint`'s weights against "
+            f"{np.mean([_iou(e) for e in ERRORS['pix2pix']]):.3f} trained on its own") in text
+    assert "inside its control `control`" in text and "a better segmenter" in text
+    (runs / "seed1" / "evaluate" / "joint@unet_l1_test_confusion.npy").unlink()
+    with pytest.raises(UserError, match=r"joint@unet_l1_test_confusion.npy: missing; run `dvc repro evaluate`"):
+        load_study(cfg, data, runs)
+
+
+def test_leave_one_out_pairs_are_found_from_member_lists_and_answer_part_d(tmp_path):
+    """`zz` runs the joint training without pix2pix: the pair is read from the records, whatever the file names."""
+    cfg, data, runs = make_study(tmp_path, strategies=[*STRATEGIES, "zz"], without={"zz": ["unet_l1", "unet_ce"]})
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    pairs = pd.read_csv(tmp_path / "report" / "leave_one_out.csv")
+    assert pairs[["strategy", "without", "member"]].values.tolist() == [["joint", "zz", "pix2pix"]]
+    assert pairs.loc[0, "delta"] == pytest.approx(_iou(1) - _iou(3)) and pairs.loc[0, "delta_low"] > 0
+    hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv").set_index("strategy")
+    assert pd.isna(hypothesis.loc["zz", "control"])  # no control runs without pix2pix: joint's is not its
+    assert "(d) Does pix2pix add to the ensemble? Yes: `joint` vs `zz` (the same training, end-to-end, β = 0.5, " \
+           "without pix2pix) is +" in text
+    assert "(b) Does end-to-end training pay against the control? Yes: `joint`" in text  # the widest run leads
+
+
+def _pair(low: float, high: float, seeds: int = 3, role: str = "end_to_end") -> dict:
+    return {"full": "all", "without": "all-but-gan", "member": "gan", "role": role, "discriminator": True,
+            "init": "members", "label": "end-to-end, β = 0.5",
+            "delta": {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds}}
+
+
+@pytest.mark.parametrize("low, high, seeds, expected", [
+    (0.01, 0.03, 3, "(d) Does gan add to the ensemble? Yes: `all` vs `all-but-gan` (the same training, end-to-end, "
+                    "β = 0.5, without gan) is +0.020 mIoU (95% interval [+0.010, +0.030] excludes 0) over 3 seeds, "
+                    "so gan helps."),
+    (-0.03, -0.01, 3, "(d) Does gan add to the ensemble? No, it hurts: `all` vs `all-but-gan`"),
+    (-0.01, 0.03, 3, "so gan is not conclusive (the interval includes 0)."),
+    (0.01, 0.03, 2, "Not conclusive: `all` vs `all-but-gan`"),
+])
+def test_part_d_on_hand_made_numbers(low, high, seeds, expected):
+    sentence = adds_sentence([_pair(-0.5, -0.4, 3, role="stacking"), _pair(low, high, seeds)])
+    assert expected in sentence
+    assert sentence.startswith("(d) Does gan add to the ensemble? ")  # the end-to-end pair leads, stacking follows
+    assert "The other pairs: `all` vs `all-but-gan`" in sentence
+    if seeds < 3:
+        assert "(2 seeds; a verdict needs at least 3)" in sentence
+    assert adds_sentence([]).startswith("(d) Does the adversarial member add to the ensemble? Not tested")
 
 
 # ---- several studies in one table ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from seg_p2p.config import SyntheticConfig
+from seg_p2p.data.settings import SyntheticConfig
 from seg_p2p.data import synthetic
 from seg_p2p.data.spec import load_spec
 

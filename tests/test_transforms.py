@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg_p2p.config import Config, DataConfig, InferenceConfig, SyntheticConfig
+from seg_p2p.config import Config, InferenceConfig
+from seg_p2p.data.settings import DataConfig, SyntheticConfig
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.data.dataset import SegmentationDataset
 from seg_p2p.data.prepare import PreparedData, prepare

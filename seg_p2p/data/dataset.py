@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from seg_p2p.data.prepare import PreparedData
+from seg_p2p.data.transforms import photo_tensor
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -41,5 +42,4 @@ class SegmentationDataset(torch.utils.data.Dataset):
         photos, masks = self._arrays
         self.transform.set_random_seed(item_seed(self.seed, self.epoch, index))
         out = self.transform(image=np.array(photos[index]), mask=np.array(masks[index]))
-        photo = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))).float() / 127.5 - 1
-        return {"photo": photo, "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(), "index": index}
+        return {"photo": photo_tensor(out["image"]), "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(), "index": index}

@@ -18,15 +18,15 @@ import numpy as np
 from tqdm import tqdm
 
 from seg_p2p.atomic import atomic_dir, write_json
-from seg_p2p.config import DataConfig
 from seg_p2p.data.readers import SPLITS, Pair, RawDataset
-from seg_p2p.data.spec import DatasetSpec, load_spec
+from seg_p2p.data.settings import DataConfig
+from seg_p2p.data.spec import SPEC_FILE, load_spec, prepared_spec
 from seg_p2p.data.synthetic import generate
 from seg_p2p.errors import UserError
 from seg_p2p.ragged import RaggedArray, files, open_ragged
 
 VAL_SEED = 0  # fixed, so every run and every member sees the same carved val split
-FILES = ("spec.json", *(f"{split}_{part}" for split in SPLITS
+FILES = (SPEC_FILE, *(f"{split}_{part}" for split in SPLITS
                         for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")))
 
 
@@ -54,7 +54,7 @@ def split_plan(raw: RawDataset, fraction: float) -> dict[str, list[Pair]]:
 
 def refuse_foreign_folder(out_dir: Path) -> None:
     """Preparing replaces out_dir whole: never let that delete a folder that is not a cache."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (out_dir / "spec.json").exists():
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (out_dir / SPEC_FILE).exists():
         raise UserError(f"{out_dir}: exists and is not a prepared dataset; choose a new or empty output folder")
 
 
@@ -87,7 +87,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> None:
         plan = split_plan(raw, cfg.val_fraction)
     refuse_foreign_folder(out_dir)
     with atomic_dir(out_dir) as staging:
-        write_json(staging / "spec.json", spec.model_dump())
+        write_json(staging / SPEC_FILE, spec.model_dump())
         for split, items in plan.items():
             if raw is None:
                 write_split(staging, split, items, [mask.shape for _, _, mask in items])
@@ -104,7 +104,7 @@ class PreparedData:
         if missing:
             raise UserError(f"{self.root}: not a prepared dataset (missing {missing[0]}); "
                             f"run `seg-p2p prepare --out {self.root}` or `dvc repro prepare` first")
-        self.spec = DatasetSpec.model_validate(json.loads((self.root / "spec.json").read_text()))
+        self.spec = prepared_spec(self.root)
 
     def files(self) -> list[Path]:
         return [self.root / name for name in FILES]

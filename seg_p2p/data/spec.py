@@ -7,6 +7,7 @@ IGNORE_INDEX in prepared masks, whatever their raw encoding.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,7 @@ from seg_p2p.settings import Strict, read_yaml
 
 IGNORE_INDEX = 255  # value of void pixels in prepared masks; ignore_index of losses and metrics
 SPECS_DIR = Path(__file__).parent / "specs"
+SPEC_FILE = "spec.json"  # in a prepared dataset: the spec it was decoded with
 BUILTIN_SPECS = tuple(sorted(path.stem for path in SPECS_DIR.glob("*.yaml")))
 
 OFF_PALETTE_DISTANCE = 30  # RGB units (Euclidean): farther than this from every palette colour is "off the palette"
@@ -68,6 +70,25 @@ class DatasetSpec(Strict):
     @property
     def palette(self) -> np.ndarray:
         return np.array([c.colour for c in self.classes], dtype=np.uint8).reshape(-1, 3)
+
+
+def prepared_spec(data_dir: Path) -> DatasetSpec:
+    """The spec a prepared dataset was decoded with (its spec.json): classes, colours, void."""
+    path = Path(data_dir) / SPEC_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: missing; point --data at a dataset made by `seg-p2p prepare` (data/prepared), or run "
+                        "`dvc repro prepare`")
+    try:
+        return DatasetSpec.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError):
+        raise UserError(f"{path}: not a spec written by `seg-p2p prepare`; run `dvc repro prepare` again") from None
+
+
+def colour_table(palette: np.ndarray) -> np.ndarray:
+    """Class id -> RGB lookup over every uint8 value: the palette's colours, void and unknown ids black."""
+    table = np.zeros((256, 3), np.uint8)
+    table[:len(palette)] = palette
+    return table
 
 
 def load_spec(name_or_path: str) -> DatasetSpec:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from seg_p2p.config import SyntheticConfig
+from seg_p2p.data.settings import SyntheticConfig
 
 SKY, WALL, WINDOW, DOOR, ROAD, CAR, VEGETATION, POLE = range(8)  # order of specs/synthetic.yaml
 

@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import albumentations as A
 import cv2
+import numpy as np
+import torch
 
 from seg_p2p.config import Config
 from seg_p2p.data.spec import IGNORE_INDEX
 
 PAD_PHOTO = 128  # uint8 grey of padded photo pixels: ~0 in the models' [-1, 1] input range, as inference pads
+
+
+def photo_tensor(photo: np.ndarray) -> torch.Tensor:
+    """An (H, W, 3) uint8 photo as the models take it: (3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1))).float() / 127.5 - 1
+
+
+def photo_image(tensor: torch.Tensor) -> np.ndarray:
+    """photo_tensor's inverse: a (3, H, W) tensor in [-1, 1] as an (H, W, 3) uint8 image."""
+    return ((tensor.float().cpu().numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
 
 def resize(size: int) -> A.Resize:

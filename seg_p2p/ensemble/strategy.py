@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
+from seg_p2p.layout import checkpoint
 from seg_p2p.models import PARAMETER_ROLES
 from seg_p2p.ragged import RaggedArray
-from seg_p2p.settings import Strict, read_yaml, validation_message
+from seg_p2p.settings import Strict, deep_merge, read_yaml, validation_message
 from seg_p2p.tracking import Tracker, flatten
 
 
@@ -87,9 +88,14 @@ class CombinerKind:
 
     settings: type[StrategyConfig] = StrategyConfig
     trained = False  # writes train/summary.json: its training time and divergence are recorded
+    scores_members_inside = False  # writes each member's own test predictions as it trained them (layout.inside)
 
     def run(self, job: StrategyRun) -> None:
         raise NotImplementedError
+
+    def check(self, strategy: StrategyConfig, cfg: Config) -> None:
+        """Refuse (ValueError: 'key: what is wrong; what to do') what only the study's settings show is impossible,
+        when the strategy is loaded, before any stage runs."""
 
     def cost(self, inputs: CostInputs) -> dict:
         """{"params": by role, "flops_per_image": int, "inference_ms_per_image": float}."""
@@ -129,7 +135,9 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     if not path.exists():
         raise UserError(f"{path}: no such strategy (known: {known_strategies(folder)}); add the file or fix the "
                         "name in strategies:")
-    raw = read_yaml(path)
+    raw = deep_merge(read_yaml(path), cfg.strategy_settings.get(name, {}))  # an experiment's changes to the file
+    if name in cfg.strategy_settings:
+        path = Path(f"{path} (with strategy_settings.{name})")
     if raw.get("combiner") not in COMBINERS:
         got = f"'{raw['combiner']}' is not a combiner kind" if "combiner" in raw else "missing"
         raise UserError(f"{path}: combiner: {got}; use one of {', '.join(COMBINERS)}")
@@ -144,6 +152,10 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
                         f"in params.yaml (defined: {', '.join(cfg.members)}); fix the list")
     if name in cfg.members:
         raise UserError(f"{path}: strategy name '{name}' is also a member name; rename the file")
+    try:
+        COMBINERS[strategy.combiner].check(strategy, cfg)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return strategy.model_copy(update={"members": members})
 
 
@@ -156,13 +168,25 @@ def check_strategies(cfg: Config, folder: Path, source: Path) -> None:
         load_strategy(cfg, name, folder)
 
 
+def training_budgets(cfg: Config, folder: Path) -> dict[str, dict[str, int]]:
+    """The epochs each strategy of the study that trains will run (its file, the experiment's strategy_settings,
+    else the members' own)."""
+    budgets = {}
+    for name in cfg.strategies:
+        strategy = load_strategy(cfg, name, folder)
+        if hasattr(strategy, "training"):
+            settings = strategy.training(cfg.train)
+            budgets[name] = {"n_epochs": settings.n_epochs, "n_epochs_decay": settings.n_epochs_decay}
+    return budgets
+
+
 def probs_path(runs_dir: Path, member: str, split: str) -> Path:
     """The member's stored probabilities of a split (the ragged array's data file)."""
     return runs_dir / member / "predict" / f"{split}_probs.npy"
 
 
 def weights_path(runs_dir: Path, member: str) -> Path:
-    return runs_dir / member / "train" / "checkpoints" / "best.pt"
+    return checkpoint(runs_dir / member / "train")
 
 
 def member_probs(runs_dir: Path, members: list[str], split: str) -> list[RaggedArray]:

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, ValidationError
 from torch.utils.data import Subset
 
 from seg_p2p.atomic import write_json
 from seg_p2p.checkpoint import load_weights
-from seg_p2p.device import select_device
+from seg_p2p.config import TrainConfig
+from seg_p2p.device import select_device, training_device
 from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.ensemble.balance import BalanceMode
 from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
@@ -31,13 +32,24 @@ from seg_p2p.fingerprint import fingerprint
 from seg_p2p.metrics import inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.inference import Inference
+from seg_p2p.layout import checkpoint, inside, inside_predict_dir
 from seg_p2p.predict import photo_predictor, predict_split
+from seg_p2p.settings import error_text
 
 
 class StackingSettings(StrategyConfig):
     fusion: FusionConfig = FusionConfig()
     n_epochs: Annotated[int, Field(ge=0)] | None = None  # override train.n_epochs ...
     n_epochs_decay: Annotated[int, Field(ge=0)] | None = None  # ... and train.n_epochs_decay
+
+    def training(self, train: TrainConfig) -> TrainConfig:
+        """The run's training settings: the study's, with this strategy's epochs where it sets them, validated as
+        the study's own are (ValueError naming the key)."""
+        epochs = {key: getattr(self, key) for key in ("n_epochs", "n_epochs_decay") if getattr(self, key) is not None}
+        try:
+            return TrainConfig.model_validate({**train.model_dump(), **epochs})
+        except ValidationError as exc:
+            raise ValueError(error_text(exc.errors()[0])) from None
 
 
 class JointSettings(StackingSettings):
@@ -66,11 +78,13 @@ class TrainedCombiner(CombinerKind):
     def setup(self, job: StrategyRun) -> TrainingSetup:
         raise NotImplementedError
 
+    def check(self, strategy, cfg) -> None:
+        strategy.training(cfg.train)
+
     def run(self, job: StrategyRun) -> None:
         cfg, strategy, spec = job.cfg, job.strategy, job.data.spec
-        epochs = {key: getattr(strategy, key) for key in ("n_epochs", "n_epochs_decay")
-                  if getattr(strategy, key) is not None}
-        settings = cfg.train.model_copy(update=epochs)
+        settings = strategy.training(cfg.train)
+        training_device(settings)  # refuse what this device cannot run before any work
         setup = self.setup(job)
         model = setup.model
         identity = fingerprint(strategy.model_dump(), {m: cfg.members[m].model_dump() for m in strategy.members},
@@ -85,18 +99,26 @@ class TrainedCombiner(CombinerKind):
                                                        spec.num_classes, self.photo_inference(inference),
                                                        setup.monitor))
             except TrainingDiverged as exc:
-                if not (out / "checkpoints" / "best.pt").exists():
+                if not checkpoint(out).exists():
                     raise UserError(f"{exc} (before any checkpoint: nothing to evaluate)") from None
-                print(f"seg-p2p: warning: {exc}; predicting with {out / 'checkpoints' / 'best.pt'}", file=sys.stderr)
+                print(f"seg-p2p: warning: {exc}; predicting with {checkpoint(out)}", file=sys.stderr)
                 write_json(out / "summary.json", {"diverged": True, "message": str(exc)})
                 tracker.log_metrics({"diverged": 1.0})
-            load_weights(model, out / "checkpoints" / "best.pt")
+            load_weights(model, checkpoint(out))
             device = select_device(cfg.train.device)
             model.to(device)
             names = job.data.names("test")
+            eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
             predict_split(self.predictor(model, inference, names), setup.test, inference, device,
-                          job.out_dir / "predict", "test", names,
-                          [inference.eval_size(size) for size in job.data.sizes("test")], spec.num_classes, job.name)
+                          job.out_dir / "predict", "test", names, eval_sizes, spec.num_classes, job.name)
+            if self.scores_members_inside:
+                # Each member as this run trained it, alone, through the member's own inference path (predict's):
+                # whether end-to-end training made it a better segmenter, or only a better complement.
+                for name, member in model.members.items():
+                    torch.manual_seed(0)  # dropout_at_test draws from it, as in predict_member
+                    predict_split(photo_predictor(member, inference, names), setup.test, inference, device,
+                                  inside_predict_dir(job.out_dir, name), "test", names, eval_sizes, spec.num_classes,
+                                  inside(job.name, name))
 
     def photo_inference(self, inference: Inference) -> Inference | None:
         """How the engine labels val images: a kind whose model takes more than photos returns None."""
@@ -141,7 +163,7 @@ class Stacking(TrainedCombiner):
     def cost(self, inputs: CostInputs) -> dict:
         cost = members_cost(inputs)
         probe = _FusionProbe(FusionNet(len(inputs.strategy.members), inputs.spec.num_classes, inputs.strategy.fusion),
-                             len(inputs.strategy.members), inputs.spec.num_classes)
+                             len(inputs.strategy.members), inputs.spec.num_classes).to(inputs.example.device)
         with torch.no_grad():
             fusion = inference_cost(probe, inputs.example, probe)
         fusion_params = sum(p.numel() for p in probe.parameters())
@@ -154,7 +176,7 @@ class Stacking(TrainedCombiner):
     def photo_predictor(self, job: PhotoJob):
         members = job.members()
         model = StackingModel(len(members), job.spec.num_classes, job.strategy.fusion)
-        load_weights(model, job.strategy_dir / "train" / "checkpoints" / "best.pt")
+        load_weights(model, checkpoint(job.strategy_dir / "train"))
         model.to(job.device).eval()
 
         def predict(photo):
@@ -184,6 +206,7 @@ class Joint(TrainedCombiner):
     """Members and fusion net in one model (JointEnsemble), trained by the engine like a member."""
 
     settings = JointSettings
+    scores_members_inside = True
 
     def build(self, cfg, strategy, spec) -> tuple[JointEnsemble, dict]:
         members = {m: build_member(cfg, m, spec) for m in strategy.members}
@@ -204,12 +227,13 @@ class Joint(TrainedCombiner):
 
     def photo_predictor(self, job: PhotoJob):
         model, _ = self.build(job.cfg, job.strategy, job.spec)
-        load_weights(model, job.strategy_dir / "train" / "checkpoints" / "best.pt", job.spec.palette)
+        load_weights(model, checkpoint(job.strategy_dir / "train"), job.spec.palette)
         model.to(job.device).eval()
         return lambda photo: job.inference.probabilities(model, photo)
 
     def cost(self, inputs: CostInputs) -> dict:
         joint, _ = self.build(inputs.cfg, inputs.strategy, inputs.spec)
+        joint.to(inputs.example.device)
         with torch.no_grad():
             measured = inference_cost(joint.inference_network(), inputs.example, joint.inference_network())
         return {"params": role_counts(joint), **measured}

@@ -17,6 +17,8 @@ from torch import nn
 
 class SegModel(nn.Module):
     dropout_at_test = False
+    input_normalisation: str | None = None  # how the model maps the [-1, 1] photo for its inputs, if it does
+    supervision = ""  # what its own loss compares, e.g. "colour + L1", "cross-entropy": a row of the report's 2 x 2
     adversarial_losses: tuple[str, ...] = ()  # generator loss keys that need the discriminator (kept at any beta)
 
     def forward(self, batch: dict):

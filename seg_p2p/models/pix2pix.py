@@ -8,16 +8,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from seg_p2p.data.spec import IGNORE_INDEX
-from seg_p2p.distributed import unwrap
 from seg_p2p.errors import UserError
+from seg_p2p.models.adversarial import (AdversarialMember, DiscriminatorConfig, GanMode, build_discriminator,
+                                        discriminator_terms, generator_term)
 from seg_p2p.models.heads import LabelHead
-from seg_p2p.models.member import SegModel, adam_group
-from seg_p2p.models.networks import PatchDiscriminator, ResnetGenerator, UnetGenerator, init_weights
+from seg_p2p.models.member import SegModel
+from seg_p2p.models.networks import ResnetGenerator, UnetGenerator, init_weights
 from seg_p2p.models.registry import register_member
 from seg_p2p.settings import MemberSettings, Strict
 
@@ -35,14 +34,6 @@ class GeneratorConfig(Strict):
     rgb_temperature: PositiveFloat = 0.05  # softmax over -squared colour distance / T gives class probabilities
 
 
-class DiscriminatorConfig(Strict):
-    """70x70 PatchGAN ('basic' = n_layers 3) conditioned on the photo."""
-
-    ndf: PositiveInt = 64
-    n_layers: PositiveInt = 3
-    norm: Literal["batch", "instance"] = "batch"
-
-
 class UnetL1Config(MemberSettings):
     kind: Literal["unet_l1"] = "unet_l1"
     generator: GeneratorConfig = GeneratorConfig()
@@ -52,7 +43,7 @@ class Pix2PixConfig(MemberSettings):
     kind: Literal["pix2pix"] = "pix2pix"
     generator: GeneratorConfig = GeneratorConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
-    gan_mode: Literal["vanilla", "lsgan"] = "vanilla"
+    gan_mode: GanMode = "vanilla"
     lambda_l1: Annotated[float, Field(ge=0)] = 100.0
 
 
@@ -75,19 +66,19 @@ def build_generator(cfg: GeneratorConfig, head: LabelHead, image_size: int):
     return init_weights(net)
 
 
-class Pix2Pix(SegModel):
-    adversarial_losses = ("loss_g_gan",)
+class Pix2Pix(AdversarialMember, SegModel):
+    """pix2pix, or (no discriminator) unet_l1."""
 
     def __init__(self, cfg: Pix2PixConfig | UnetL1Config, palette, image_size: int):
         super().__init__()
         self.cfg = cfg
         self.dropout_at_test = cfg.generator.dropout_at_test
         self.head = LabelHead(cfg.generator.head, palette, cfg.generator.rgb_temperature)
+        self.supervision = f"{'colour' if cfg.generator.head == 'rgb' else 'one-hot'} + L1"
         self.generator = build_generator(cfg.generator, self.head, image_size)
         self.discriminator = None
         if isinstance(cfg, Pix2PixConfig):
-            d = cfg.discriminator
-            self.discriminator = init_weights(PatchDiscriminator(3 + self.head.channels, d.ndf, d.n_layers, d.norm))
+            self.discriminator = build_discriminator(cfg.discriminator, self.head.channels)
 
     def forward(self, batch):
         return self.head.activate(self.generator(batch["photo"]))
@@ -95,54 +86,23 @@ class Pix2Pix(SegModel):
     def probabilities(self, output):
         return self.head.probabilities(output)
 
-    def _pair(self, batch, label_map):
-        """The discriminator's input: photo and label map, void pixels blanked in both real and fake."""
-        valid = (batch["mask"] != IGNORE_INDEX).unsqueeze(1)
-        return torch.cat([batch["photo"], label_map * valid], 1)
-
-    def _gan_loss(self, logits, real: bool):
-        target = torch.full_like(logits, 1.0 if real else 0.0)
-        if self.cfg.gan_mode == "lsgan":
-            return F.mse_loss(logits.float(), target.float())
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float())
-
     def generator_losses(self, batch, output):
         valid = (batch["mask"] != IGNORE_INDEX).unsqueeze(1).float()
         l1 = ((output - self.head.target(batch["mask"])).abs() * valid).sum() / (
             valid.sum().clamp(min=1) * output.shape[1])
         if self.discriminator is None:  # unet_l1, or pix2pix with its discriminator dropped (joint without D)
             return {"loss_g_l1": self.cfg.lambda_l1 * l1} if isinstance(self.cfg, Pix2PixConfig) else {"loss_l1": l1}
-        discriminator = unwrap(self.discriminator)  # not updated in G's step: no DDP gradient sync wanted
-        discriminator.requires_grad_(False)  # G's step must not compute D's parameter gradients
-        try:
-            fake_logits = discriminator(self._pair(batch, output))
-        finally:
-            discriminator.requires_grad_(True)
-        return {"loss_g_gan": self._gan_loss(fake_logits, True), "loss_g_l1": self.cfg.lambda_l1 * l1}
+        return {"loss_g_gan": generator_term(self.discriminator, batch, output, self.cfg.gan_mode),
+                "loss_g_l1": self.cfg.lambda_l1 * l1}
 
     def discriminator_losses(self, batch, output):
         if self.discriminator is None:
             return {}
-        real_logits = self.discriminator(self._pair(batch, self.head.target(batch["mask"])))
-        fake_logits = self.discriminator(self._pair(batch, output.detach()))
-        return {"loss_d": 0.5 * (self._gan_loss(real_logits, True) + self._gan_loss(fake_logits, False)),
-                "d_real": self._score(real_logits.detach()), "d_fake": self._score(fake_logits.detach())}
+        return discriminator_terms(self.discriminator, batch, self.head.target(batch["mask"]), output,
+                                   self.cfg.gan_mode)
 
-    def _score(self, logits):
-        """Mean discriminator output on [0, 1]: sigmoid for vanilla, the raw score for LSGAN."""
-        return (logits.sigmoid() if self.cfg.gan_mode == "vanilla" else logits).float().mean()
-
-    def networks(self):
-        networks = {"generator": self.generator}
-        if self.discriminator is not None:
-            networks["discriminator"] = self.discriminator
-        return networks
-
-    def optimizer_groups(self):
-        return {role: [adam_group(net, self.cfg.optimizer)] for role, net in self.networks().items()}
-
-    def drop_discriminator(self):
-        self.discriminator = None
+    def generator_network(self):
+        return self.generator
 
 
 register_member("pix2pix", Pix2PixConfig, lambda cfg, spec, size: Pix2Pix(cfg, spec.palette, size))

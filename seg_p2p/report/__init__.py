@@ -14,13 +14,15 @@ import jinja2
 
 from seg_p2p.atomic import write_json, write_text
 from seg_p2p.config import Config
+from seg_p2p.report.contributions import (gan_pairs, gan_table, inside_rows, inside_table, leave_one_out,
+                                          leave_one_out_table)
 from seg_p2p.report.figures import beta_figure, per_class_figure, qualitative_figure, training_curves_figure
 from seg_p2p.report.numbers import BOOTSTRAP_SAMPLES, mean_std
 from seg_p2p.report.study import Study, load_study
 from seg_p2p.report.tables import (beta_points, best_member, ensembles_table, hypothesis_rows, hypothesis_table,
                                    members_table, per_class_table, signals_table, write_table)
-from seg_p2p.report.verdict import (MIN_SEEDS, discriminator_sentence, diversity_sentence, pays_sentence, subject,
-                                    trainable_sentence)
+from seg_p2p.report.verdict import (MIN_SEEDS, adds_sentence, discriminator_sentence, diversity_sentence, gan_sentence,
+                                    inside_sentence, pays_sentence, subject, trainable_sentence)
 
 __all__ = ["write_report", "headline_metrics", "load_study", "hypothesis_rows", "subject"]
 
@@ -36,8 +38,13 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
     best = best_member(study)
     rows = hypothesis_rows(study)
     per_class_numeric, per_class_shown = per_class_table(study)
+    gans, loo = gan_pairs(study), leave_one_out(study, rows)
+    insides = inside_rows(study, rows)
     tables = {
         "members": write_table(out_dir, "members", *members_table(study)),
+        "gan": write_table(out_dir, "gan_2x2", *gan_table(study, gans)),
+        "inside": write_table(out_dir, "members_inside_joint", *inside_table(insides)),
+        "leave_one_out": write_table(out_dir, "leave_one_out", *leave_one_out_table(loo)),
         "ensembles": write_table(out_dir, "ensembles", *ensembles_table(study, best)),
         "hypothesis": write_table(out_dir, "hypothesis", *hypothesis_table(rows)),
         "signals": write_table(out_dir, "training_signals", *signals_table(study, rows)),
@@ -60,7 +67,9 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
         n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, evaluation=evaluation, n_classes=len(study.classes),
         tables=tables, best=best, bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows), subject=who,
         beta_figure=bool(len(points)), trainable=trainable_sentence(rows, who), pays=pays_sentence(rows),
-        discriminator=discriminator_sentence(study, rows, who), diversity=diversity_sentence(rows))
+        discriminator=discriminator_sentence(study, rows, who), adds=adds_sentence(loo), gan=gan_sentence(gans),
+        inside=inside_sentence(insides, rows, who), has_inside=bool(insides), has_leave_one_out=bool(loo),
+        diversity=diversity_sentence(rows))
     path = out_dir / "conclusion.md"
     write_text(path, text)
     write_json(out_dir / "summary.json", headline_metrics(study, rows))

@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from seg_p2p.atomic import atomic_path
+from seg_p2p.data.spec import colour_table
 from seg_p2p.errors import UserError
 from seg_p2p.ragged import RaggedArray
 from seg_p2p.report.study import Study
@@ -27,9 +28,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 def _colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """Class ids -> RGB by the dataset palette; void and unknown ids are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:len(colours)] = colours
-    return lut[labels]
+    return colour_table(colours)[labels]
 
 
 def qualitative_figure(study: Study, path: Path) -> None:

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from seg_p2p.config import Config
+from seg_p2p.data.spec import prepared_spec
 from seg_p2p.errors import UserError
-from seg_p2p.layout import model_dir
+from seg_p2p.layout import inside, model_dir
 
 RECORD_KEYS = ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
                "train_seconds", "seconds_per_step", "diverged", "curves", "hypothesis")
@@ -97,6 +98,8 @@ class Study:
         files = [(self.data_dir / f"test_{part}", "prepare")
                  for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")]
         files += [(self.confusion_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
+        files += [(self.confusion_path(inside(s, m), seed), "evaluate") for seed in self.seeds for s in self.strategies
+                  if self.evals[s][0].get("members_inside") is not None for m in self.evals[s][0]["members"]]
         files += [(path, "predict" if m in self.members else "ensemble") for m in self.models
                   for path in (self.pred_path(m), self.pred_path(m).with_suffix(".json"))]
         files += [(self.history_path(m, seed), "train" if m in self.members else "ensemble")
@@ -138,14 +141,8 @@ class Study:
 
 def load_study(cfg: Config, data_dir: Path, runs_dir: Path) -> Study:
     """Read the spec and every evaluate record, and check that all other inputs exist before any is used."""
-    spec = read_json(data_dir / "spec.json", "prepare")
-    try:
-        classes = [c["name"] for c in spec["classes"]]
-        colours = np.array([c["colour"] for c in spec["classes"]], dtype=np.uint8).reshape(-1, 3)
-        dataset = spec["name"]
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{data_dir / 'spec.json'}: needs 'name' and 'classes' [{{name, colour}}]; "
-                        "run `dvc repro prepare` again") from None
+    spec = prepared_spec(data_dir)
+    classes, colours, dataset = spec.names, spec.palette, spec.name
     evals = {}
     for model in list(cfg.members) + list(cfg.strategies):
         ensemble = model not in cfg.members

@@ -35,6 +35,10 @@ def members_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
                       "D params (M)": millions(params["discriminator"]),
                       "training params (M)": millions(params["training"]),
                       "GFLOP / image": f"{first['flops_per_image'] / 1e9:.3f}"})
+        device = first.get("cost_device", "cpu")  # where evaluate timed it: the study's train.device
+        stat(row, shown, "inference_ms_per_image", f"ms / image ({device})",
+             study.values(model, "inference_ms_per_image"), digits=1)
+        row["cost_device"] = device
         stat(row, shown, "train_seconds", "train s", study.values(model, "train_seconds"), digits=0)
         rows.append(row)
         shown_rows.append(shown)
@@ -62,14 +66,18 @@ def ensembles_table(study: Study, best: str) -> tuple[pd.DataFrame, pd.DataFrame
     return pd.DataFrame(rows), pd.DataFrame(shown_rows)
 
 
+def members_of(study: Study, strategy: str) -> list[str]:
+    return study.evals[strategy][0]["members"]
+
+
 def _control_for(study: Study, tested: list[str], strategy: str) -> str | None:
-    """A row's compute-matched control: the beta = 0 run with the same init (and the same discriminator setting
-    where the study has one); None for the controls themselves, frozen stacking, or when the study has none."""
+    """A row's compute-matched control: the beta = 0 run with the same members and init (and the same discriminator
+    setting where the study has one); None for the controls themselves, frozen stacking, or when there is none."""
     role = study.hypothesis(strategy)
     if role["role"] != "end_to_end":
         return None
-    controls = [s for s in tested if study.hypothesis(s)["role"] == "control"
-                and study.hypothesis(s)["init"] == role["init"]]
+    controls = [s for s in tested if study.hypothesis(s)["role"] == "control" and study.hypothesis(s)["init"] ==
+                role["init"] and set(members_of(study, s)) == set(members_of(study, strategy))]
     same_d = [s for s in controls if study.hypothesis(s)["discriminator"] == role["discriminator"]]
     return (same_d or controls or [None])[0]
 
@@ -78,15 +86,17 @@ def hypothesis_rows(study: Study) -> list[dict]:
     """The numbers behind tables 3 and 3b, the beta figure and the verdict: one dict per strategy whose record
     declares a role in the question (stacking, control, end_to_end), in the order of cfg.strategies."""
     tested = [s for s in study.strategies if study.hypothesis(s) is not None]
-    stacking = next((s for s in tested if study.hypothesis(s)["role"] == "stacking"), None)
     rows = []
     for strategy in tested:
         role = study.hypothesis(strategy)
         first = study.evals[strategy][0]
         control = _control_for(study, tested, strategy)
+        stacking = next((s for s in tested if study.hypothesis(s)["role"] == "stacking"
+                         and set(members_of(study, s)) == set(first["members"])), None)
         n_diverged, unrecorded, runs = diverged(study, strategy)
         miou_mean, miou_std = mean_std(study.values(strategy, "miou"))
-        rows.append({"strategy": strategy, **role, "control": control, "stacking": stacking,
+        rows.append({"strategy": strategy, **role, "members": first["members"], "control": control,
+                     "stacking": stacking, "members_inside": first.get("members_inside") is not None,
                      "miou": study.values(strategy, "miou"), "miou_mean": miou_mean, "miou_std": miou_std,
                      "delta_control": paired_delta(study, strategy, control) if control else None,
                      "delta_stacking": paired_delta(study, strategy, stacking)

@@ -1,9 +1,11 @@
 """The verdict in words, generated from the same numbers and intervals as the tables.
 
-Sentences are built here rather than written by hand so the words can never disagree with table 3. It answers in
-three parts: (a) can the adversarial members be trained end-to-end at all, (b) does it pay against the
-compute-matched control, (c) what the discriminator does. Which run answers which part is read from the rows'
-roles (stacking, control, end_to_end; beta, discriminator, init), never from strategy names.
+Sentences are built here rather than written by hand so the words can never disagree with the tables. The verdict
+answers in four parts: (a) can the adversarial members be trained end-to-end at all, (b) does it pay against the
+compute-matched control, (c) what the discriminator does, (d) whether the adversarial member adds to the ensemble
+(leave-one-out); beside it, what the GAN term does on each supervision path (the members' 2 x 2) and what end-to-end
+training does to each member scored alone. Which run answers which part is read from the rows' roles (stacking,
+control, end_to_end; beta, discriminator, init) and member lists, never from strategy names.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ MIN_SEEDS = 3  # fewer seeds than this and no difference is called: the verdict 
 
 
 def subject(study: Study) -> str:
-    """Who the end-to-end question is about: the adversarially trained members (pix2pix today)."""
+    """Who the end-to-end question is about: the adversarially trained members (pix2pix and unet_ce_adv today)."""
     named = [m for m in study.members if study.evals[m][0]["params"]["discriminator"] > 0]
-    return ", ".join(named) if named else "the members"
+    return " and ".join(named) if named else "the members"
 
 
 def delta_words(delta: dict) -> str:
@@ -50,7 +52,9 @@ def _describe(row: dict) -> str:
 def _principal(rows: list[dict]) -> dict | None:
     """The end-to-end run the question is about: the first one that keeps the discriminator and has a control,
     fine-tuned before from scratch."""
-    candidates = [r for r in rows if r["role"] == "end_to_end" and r["discriminator"] and r["control"]]
+    widest = max((len(r["members"]) for r in rows), default=0)  # every member: not a leave-one-out run
+    candidates = [r for r in rows if r["role"] == "end_to_end" and r["discriminator"] and r["control"]
+                  and len(r["members"]) == widest]
     return next((r for r in candidates if r["init"] == "members"), candidates[0] if candidates else None)
 
 
@@ -66,8 +70,9 @@ def trainable_sentence(rows: list[dict], subject: str) -> str:
     unrecorded = sum(r["unrecorded"] for r in runs)
     names = ", ".join(f"`{r['strategy']}`" for r in runs)
     answer = "Yes" if k == 0 else ("No" if k == n else "Only unreliably")
-    sentence = (f"(a) Is it trainable? {answer}: {subject} was trained end-to-end with the other networks, its "
-                f"discriminator in the loop, in {n} runs ({names}, every seed); {k} diverged")
+    were, its = ("were", "their discriminators") if " and " in subject else ("was", "its discriminator")
+    sentence = (f"(a) Is it trainable? {answer}: {subject} {were} trained end-to-end with the other networks, {its} "
+                f"in the loop, in {n} runs ({names}, every seed); {k} diverged")
     if unrecorded:
         sentence += f" ({unrecorded} not recorded)"
     sentence += (f", and the discriminator collapsed (loss < 1e-3 for the patience window) in {collapsed}."
@@ -107,7 +112,8 @@ def discriminator_sentence(study: Study, rows: list[dict], subject: str) -> str:
     adversarial member's gradient the ensemble supplies."""
     with_d = _principal(rows) or next((r for r in rows if r["role"] == "end_to_end" and r["discriminator"]), None)
     without_d = with_d and next((r for r in rows if r["role"] == "end_to_end" and not r["discriminator"]
-                                 and r["beta"] == with_d["beta"] and r["init"] == with_d["init"]), None)
+                                 and r["beta"] == with_d["beta"] and r["init"] == with_d["init"]
+                                 and set(r["members"]) == set(with_d["members"])), None)
     if without_d is None:
         return ("(c) What does the discriminator do? Not tested: no end-to-end pair with and without the "
                 "discriminator at the same β and init in this study.")
@@ -139,3 +145,55 @@ def diversity_sentence(rows: list[dict]) -> str:
             f"`{principal['strategy']}`: {train_first:.3f} → {train_last:.3f} on training images, "
             f"{val_first:.3f} → {val_last:.3f} on val, first to last epoch. Members that collude to fit the "
             "training images raise it there but not on val (Jeffares et al. 2023).")
+
+
+def adds_sentence(pairs: list[dict]) -> str:
+    """(d): the full ensemble against the same training without one adversarial member (contributions.leave_one_out):
+    the end-to-end pair with the discriminator leads, fine-tuned before from scratch; the other pairs follow."""
+    if not pairs:
+        return ("(d) Does the adversarial member add to the ensemble? Not tested: no strategy trains the same ensemble "
+                "without one adversarial member (a leave-one-out strategy: the same file with `members:` lacking it).")
+    order = sorted(pairs, key=lambda p: (p["role"] != "end_to_end", not p["discriminator"], p["init"] != "members"))
+    lead, others = order[0], order[1:]
+    words = effect(lead["delta"])
+    sentence = (f"(d) Does {lead['member']} add to the ensemble? {_answer(words)}: `{lead['full']}` vs "
+                f"`{lead['without']}` (the same training, {lead['label']}, without {lead['member']}) is "
+                f"{delta_words(lead['delta'])} over {lead['delta']['seeds']} seeds, so {lead['member']} {words}.")
+    if others:
+        sentence += " The other pairs: " + "; ".join(
+            f"`{p['full']}` vs `{p['without']}` ({p['label']}): {delta_words(p['delta'])}, so {p['member']} "
+            f"{effect(p['delta'])}" for p in others) + "."
+    return sentence
+
+
+def gan_sentence(pairs: list[dict]) -> str:
+    """What the GAN term does on each supervision path of the members' 2 x 2 (contributions.gan_pairs)."""
+    parts = [f"on the {p['supervision']} path, `{p['gan']}` vs `{p['plain']}` is {delta_words(p['delta'])}, so the "
+             f"GAN term {effect(p['delta'])}" for p in pairs if p["delta"]]
+    if not parts:
+        return ("What the GAN term does is not measured here: no supervision path has a member with and one without "
+                "a discriminator.")
+    return "What the GAN term does, member against member trained alike without it: " + "; ".join(parts) + "."
+
+
+def inside_sentence(entries: list[dict], rows: list[dict], subject: str) -> str:
+    """What the principal end-to-end run did to the adversarial members as segmenters on their own."""
+    principal = _principal(rows)
+    named = [e for e in entries if principal and e["strategy"] == principal["strategy"]
+             and e["member"] in subject.split(" and ")]
+    parts = []
+    for e in named:
+        part = (f"{e['member']} scores {fmt(e['inside'][0])} alone from `{e['strategy']}`'s weights against "
+                f"{fmt(e['alone'][0])} trained on its own, {delta_words(e['delta_alone'])}: "
+                f"{_as_segmenter(e['delta_alone'])}")
+        if e["delta_control"]:
+            part += (f"; against {fmt(e['in_control'][0])} inside its control `{e['control']}` (the same training "
+                     f"without the fusion loss's gradient) {delta_words(e['delta_control'])}: "
+                     f"{_as_segmenter(e['delta_control'])}")
+        parts.append(part)
+    return ("Scored on their own: " + "; and ".join(parts) + ".") if parts else ""
+
+
+def _as_segmenter(delta: dict) -> str:
+    words = effect(delta)
+    return {"helps": "a better segmenter", "hurts": "a worse segmenter"}.get(words, f"as a segmenter, {words}")
