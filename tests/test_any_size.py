@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, REPO, run_in, shared_dataset, study_repo, tiny_config
+from conftest import BIN, REPO, run_in, shared_dataset, study_repo, tiny_config, tiny_settings
 from PIL import Image
 
 from seg_p2p.cli import main
@@ -81,7 +81,7 @@ def test_exp_run_scores_every_model_at_each_photos_native_size(slide_study):
         assert RaggedArray(predict / "test_pred").shapes == sizes
         assert [a.shape[1:] for a in RaggedArray(predict / "test_probs")] == sizes  # under max_stored_side: whole
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
-    assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "max", "learned", "joint"}
+    assert set(metrics) == {*tiny_settings()["members"], "max", "learned", "joint"}
     for model in metrics:  # costs per photo: each test photo here takes 6 windows (32 px, 8 px overlap)
         assert json.loads((root / "runs" / "seed0" / "evaluate" / f"{model}.json").read_text())[
             "model_inputs_per_image"] == 6

@@ -7,13 +7,14 @@ import json
 
 import pytest
 import yaml
-from conftest import BIN, run_in, study_repo
+from conftest import BIN, run_in, study_repo, tiny_settings
 
 pytestmark = pytest.mark.slow
 
 # conftest's tiny params, one seed, one epoch, four strategies (a fixed, a stacked, the control and a joint one)
 STUDY = {"seeds": [0], "train": {"n_epochs": 1, "n_epochs_decay": 0, "sample_every": 1},
          "strategies": ["mean", "learned", "control", "joint"]}
+MODELS = [*tiny_settings()["members"], *STUDY["strategies"]]  # every member of params.yaml, then the strategies
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,11 @@ def test_repro_runs_every_stage_and_writes_the_conclusion(study):
     stages = ran_stages(output)
     assert {"prepare", "train@pix2pix-0", "predict@unet_ce-0", "ensemble@0", "evaluate@0", "report"} <= stages
     conclusion = (root / "reports" / "synthetic-cpu" / "conclusion.md").read_text()
-    assert "Can pix2pix be trained end-to-end" in conclusion
+    assert "## 3. Can pix2pix and unet_ce_adv be trained end-to-end" in conclusion  # the adversarial members
     for name in ("members.csv", "ensembles.csv", "hypothesis.csv", "members.tex", "qualitative.png"):
         assert (root / "reports" / "synthetic-cpu" / name).exists(), name
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
-    assert set(metrics) == {"pix2pix", "unet_l1", "unet_ce", "mean", "learned", "control", "joint"}
+    assert set(metrics) == set(MODELS)
     shown = run_in(["dvc", "metrics", "show", "--json"], root).stdout
     assert "pix2pix" in shown
 
@@ -53,10 +54,9 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
     parent = parents[0]
     assert parent.data.tags["experiment"] == "synthetic-cpu" and "delta_vs_control.joint" in parent.data.metrics
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    models = ["pix2pix", "unet_l1", "unet_ce", "mean", "learned", "control", "joint"]
-    assert {f"evaluate/{m}" for m in models} | {"train/pix2pix", "ensemble/mean", "ensemble/joint", "report"} \
+    assert {f"evaluate/{m}" for m in MODELS} | {"train/pix2pix", "ensemble/mean", "ensemble/joint", "report"} \
         <= set(children)
-    for model in models:
+    for model in MODELS:
         run = children[f"evaluate/{model}"]
         assert run.data.tags["stage"] == "evaluate" and run.data.tags["seed"] == "0"
         assert 0 <= run.data.metrics["test_miou"] <= 1 and run.data.metrics["params_inference"] > 0
