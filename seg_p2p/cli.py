@@ -23,8 +23,13 @@ def _config(args):
 
 def cmd_data_check(args):
     from seg_p2p.data.check import check_dataset
+    from seg_p2p.data.settings import DataConfig, load_data_config
 
-    print(check_dataset(Path(args.path), args.dataset))
+    # The limit prepare will apply; a dataset is often checked before any project exists, so without a params
+    # file (and no --experiment) the default is used.
+    own = args.experiment or Path(args.params).is_file()
+    max_pixels = (load_data_config(args.params, args.experiment) if own else DataConfig()).max_image_pixels
+    print(check_dataset(Path(args.path), args.dataset, max_pixels))
 
 
 def cmd_prepare(args):
@@ -144,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
-    check = data.add_parser("check", help="detect a dataset's format and report its splits and classes")
-    check.add_argument("path")
-    check.add_argument("--dataset", help="built-in spec name or spec YAML (default: PATH/dataset.yaml or by name)")
-    check.set_defaults(func=cmd_data_check)
-
     def with_experiment(p):
         p.add_argument("--experiment", help="experiment YAML laid over params.yaml")
         return p
+
+    check = with_experiment(data.add_parser("check", help="detect a dataset's format and report its splits and "
+                                            "classes"))
+    check.add_argument("path")
+    check.add_argument("--dataset", help="built-in spec name or spec YAML (default: PATH/dataset.yaml or by name)")
+    check.set_defaults(func=cmd_data_check)
 
     p = with_experiment(sub.add_parser("prepare", help="decode the dataset once into a cache of uint8 arrays"))
     p.add_argument("--out", required=True)

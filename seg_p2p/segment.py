@@ -1,10 +1,11 @@
 """`seg-p2p segment --model DIR --out OUT INPUT...`: label new photos with a trained member or strategy.
 
 DIR is a member's folder (runs/seed{K}/members/{member}) or a strategy's (runs/seed{K}/ensembles/{strategy}), which
-finds its members beside it through the run layout. For each photo, at the photo's own size, it writes
-OUT/{stem}.png (class indices), OUT/{stem}_colour.png (the dataset's palette, void black) and OUT/{stem}_overlay.png
-(the colours over the photo). Every input is decoded once before the first output is written, so an unreadable one
-stops the run with nothing written; then one photo at a time is in memory, each file written atomically.
+finds its members beside it through the run layout. For each photo, at the photo's own size and upright as viewers
+show it (EXIF orientation applied), it writes OUT/{stem}.png (class indices), OUT/{stem}_colour.png (the dataset's
+palette, void black) and OUT/{stem}_overlay.png (the colours over the photo). Every input is decoded once before
+the first output is written, so an unreadable one stops the run with nothing written; then one photo at a time is in
+memory, each file written atomically.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from seg_p2p.layout import checkpoint
 OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
 
 
-def list_inputs(inputs: list[str]) -> list[Path]:
+def list_inputs(inputs: list[str], max_pixels: int | None) -> list[Path]:
     """Image files named directly or found in named folders (not recursive), each readable, each once; two files
     of one stem would write the same outputs, so they are refused."""
     photos: list[Path] = []
@@ -56,7 +57,7 @@ def list_inputs(inputs: list[str]) -> list[Path]:
                             "them in two runs with different --out folders")
         seen[photo.stem] = photo
     for photo in tqdm(photos, desc="check inputs", unit="img", leave=False):
-        to_rgb(open_image(photo), photo)  # unreadable, truncated, 16-bit or transparent: refused before any output
+        to_rgb(open_image(photo, max_pixels), photo)  # unreadable, truncated, 16-bit, transparent, too large: refused
     return photos
 
 
@@ -105,13 +106,13 @@ def segment(cfg: Config, model_dir: Path, inputs: list[str], out_dir: Path, data
     device = select_device(cfg.train.device)
     inference = Inference.from_config(cfg)
     label, predict = model_predictor(cfg, model_dir, spec, inference, device, strategies_dir)
-    photos = list_inputs(inputs)
+    photos = list_inputs(inputs, cfg.data.max_image_pixels)
     check_writable(out_dir)
     colours = colour_table(spec.palette)
     transform = build_transform(cfg, train=False)
     torch.manual_seed(0)  # dropout_at_test draws from it: the same photo gives the same labels
     for path in tqdm(photos, desc=f"segment ({label}, {settings.mode})", unit="img"):
-        photo = to_rgb(open_image(path), path)
+        photo = to_rgb(open_image(path, cfg.data.max_image_pixels), path)  # upright, as viewers show it
         model_input = transform(image=photo)["image"]
         tensor = photo_tensor(model_input)[None]
         probs = resample(predict(tensor.to(device)).float().cpu(), photo.shape[:2])  # back to the photo's size

@@ -40,10 +40,24 @@ class MemberSettings(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML keeps the last silently, DVC refuses the
+    file, so a section pasted twice would be read one way by seg-p2p and another (or not at all) by `dvc repro`."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; check the path") from None
     except UnicodeDecodeError:
@@ -53,6 +67,8 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
+        if getattr(exc, "problem", "").endswith("is given twice"):
+            raise UserError(f"{path}: {exc.problem}{where}; keep one of them") from None
         raise UserError(f"{path}: not valid YAML{where}; fix the syntax") from None
     if data is None:
         return {}

@@ -261,6 +261,68 @@ def comparable_summary(path: Path) -> dict:
     return summary
 
 
+# ---- fake downloads of the published datasets (VOC, ADE20K), 16x12 px --------------------------------------
+
+VOC_SPLITS = {"train": ("2007_000032", "2007_000039", "2008_000002"), "val": ("2007_000033", "2007_000042")}
+ADE20K_SPLITS = {"train": ("ADE_train_00000001", "ADE_train_00000002", "ADE_train_00000010"),
+                 "val": ("ADE_val_00000001", "ADE_val_00000002")}
+
+
+def save_image(path: Path, image) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(path)
+
+
+def write_voc(root: Path) -> dict[str, list]:
+    """VOCdevkit/VOC2012 as downloaded: listed JPEG photos, SegmentationClass palette PNGs (class ids 0..20, a void
+    border of 255, VOC's colour map as their palette), ImageSets/Segmentation lists (and trainval.txt, not read), and
+    a detection-only JPEG no list names. Returns {split: [(name, label ids)]}, in list order."""
+    import numpy as np
+    from PIL import Image
+
+    from seg_p2p.data.spec import load_spec
+
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:21], palette[255] = load_spec("voc").palette, (224, 224, 192)
+    rng, written = np.random.default_rng(0), {}
+    for split, names in VOC_SPLITS.items():
+        written[split] = []
+        for name in names:
+            ids = rng.integers(0, 21, (12, 16)).astype(np.uint8)
+            ids[0] = 255
+            label = Image.fromarray(ids, mode="L")
+            label.putpalette(palette.ravel().tolist())
+            save_image(root / "SegmentationClass" / f"{name}.png", label)
+            save_image(root / "JPEGImages" / f"{name}.jpg", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+            written[split].append((name, ids))
+        lists = root / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / f"{split}.txt").write_text("".join(f"{name}\n" for name in names))
+    (lists / "trainval.txt").write_text("".join(f"{name}\n" for names in VOC_SPLITS.values() for name in names))
+    save_image(root / "JPEGImages" / "2012_004000.jpg", np.zeros((12, 16, 3), np.uint8))
+    return written
+
+
+def write_ade20k(root: Path) -> dict[str, list]:
+    """ADEChallengeData2016 as downloaded: images/ JPEGs, annotations/ single-channel PNGs of values 0 ('other')
+    to 150, each of them present. Returns {split: [(name, annotation values)]}."""
+    import numpy as np
+
+    rng, written = np.random.default_rng(0), {}
+    for split, names in ADE20K_SPLITS.items():
+        folder = {"train": "training", "val": "validation"}[split]
+        written[split] = []
+        for name in names:
+            values = rng.integers(0, 151, (12, 16)).astype(np.uint8)
+            values.ravel()[:151] = np.arange(151)
+            save_image(root / "annotations" / folder / f"{name}.png", values)
+            save_image(root / "images" / folder / f"{name}.jpg", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+            written[split].append((name, values))
+    return written
+
+
 # ---- fixtures --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

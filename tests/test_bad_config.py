@@ -188,6 +188,8 @@ CASES = [
     Case("YAML syntax error", params_text("data:\n  crop_size: [32\n  load_size: 32\n"),
          ("params.yaml", "not valid YAML (line", "fix the syntax")),
     Case("tab-indented YAML", params_text("data:\n\tcrop_size: 32\n"), ("not valid YAML",)),
+    Case("a section given twice", params_text("train:\n  batch_size: 4\ncluster: {}\ntrain:\n  n_epochs: 1\n"),
+         ("params.yaml", "key 'train' is given twice (line 4)", "keep one of them")),
     Case("params not a mapping", params_text("- data\n- train\n"), ("params.yaml", "expected a mapping")),
     Case("params binary", params_text(b"\xff\xfe\x00\x81garbage\x00"), ("params.yaml", "not a text file")),
     Case("params is a folder", lambda w, d: train_argv(w["base"], d / "out", params=d),
@@ -196,6 +198,9 @@ CASES = [
          ("parms.yaml: parameter file not found", "pass --params")),
     # --- params.yaml: impossible values
     Case("negative size", params_with({"data": {"load_size": -32}}), ("data.load_size", "greater than 0")),
+    Case("zero max_image_pixels", prepare_with({"max_image_pixels": 0}), ("data.max_image_pixels", "greater than 0")),
+    Case("float max_image_pixels", prepare_with({"max_image_pixels": 2.0e8}),
+         ("data.max_image_pixels", "valid integer", "200000000.0")),
     Case("zero batch size", params_with({"train": {"batch_size": 0}}), ("train.batch_size", "greater than 0")),
     Case("synthetic image too small", params_with({"data": {"synthetic": {"size": 16}}}),
          ("data.synthetic.size", "greater than or equal to 32")),

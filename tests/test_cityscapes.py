@@ -143,7 +143,7 @@ def test_unpaired_file_names_its_missing_partner(download, remove):
 
 def test_missing_val_and_wrong_spec_are_refused(download):
     root, _ = download
-    with pytest.raises(UserError, match="train ids, but spec 'facades' has 12 classes"):
+    with pytest.raises(UserError, match="cityscapes layout decodes to 19 classes, but spec 'facades' has 12;"):
         RawDataset(root, load_spec("facades"))
     for part in ("leftImg8bit", "gtFine"):
         (root / part / "val").rename(root / part / "other")

@@ -13,7 +13,7 @@ from seg_p2p.errors import UserError
 
 
 def test_builtin_specs():
-    assert set(BUILTIN_SPECS) == {"synthetic", "facades", "camvid", "cityscapes"}
+    assert set(BUILTIN_SPECS) == {"synthetic", "facades", "camvid", "cityscapes", "voc", "ade20k"}
     facades, camvid, cityscapes = load_spec("facades"), load_spec("camvid"), load_spec("cityscapes")
     assert facades.num_classes == 12 and facades.names[2] == "window" and facades.void_value is None
     assert camvid.num_classes == 11 and camvid.void_value == 11

@@ -4,7 +4,7 @@ line and nothing written (members, `learned` and `joint` on a dataset of varied 
 import numpy as np
 import pytest
 from conftest import train_argv
-from PIL import Image
+from PIL import ExifTags, Image
 
 from seg_p2p.cli import main
 
@@ -46,6 +46,18 @@ def test_labels_come_out_at_each_photos_size_and_repeat_exactly(workspace, membe
             assert first.read_bytes() == (tmp_path / "b" / first.name).read_bytes()
 
 
+def test_a_photo_with_an_exif_orientation_is_labelled_upright(workspace, member, tmp_path):
+    """Stored 20 wide and 45 high with EXIF orientation 6, it shows 45 wide and 20 high: so do its labels."""
+    tmp_path.joinpath("in").mkdir()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    stored = np.random.default_rng(0).integers(0, 256, (45, 20, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(tmp_path / "in" / "phone.jpg", exif=exif)
+    assert segment(workspace, member, tmp_path / "out", tmp_path / "in" / "phone.jpg") == 0
+    for suffix in ("", "_colour", "_overlay"):
+        assert Image.open(tmp_path / "out" / f"phone{suffix}.png").size == (45, 20)
+
+
 def assert_refused(capsys, code, *expected):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("seg-p2p: error: ")
@@ -62,7 +74,7 @@ def test_an_unreadable_input_is_refused_before_anything_is_written(workspace, me
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["empty folder", "no model", "missing input", "repeated name"])
+@pytest.mark.parametrize("case", ["empty folder", "no model", "missing input", "repeated name", "too large"])
 def test_bad_arguments_are_refused(workspace, member, tmp_path, capsys, case):
     folder = photos(tmp_path / "in")
     model, inputs, expected = member, [folder], ()
@@ -73,6 +85,9 @@ def test_bad_arguments_are_refused(workspace, member, tmp_path, capsys, case):
         model, expected = tmp_path, (f"{tmp_path}: holds no trained model", "runs/seed<K>/members/<member>")
     elif case == "missing input":
         inputs, expected = [tmp_path / "nope.png"], (f"{tmp_path / 'nope.png'}: no such file or folder",)
+    elif case == "too large":  # over data.max_image_pixels (PIL's limit by default), refused from its header
+        Image.new("1", (10000, 9000)).save(folder / "p9.png")
+        expected = (f"{folder / 'p9.png'}: 10000x9000 is 90,000,000 pixels", "data.max_image_pixels")
     else:
         photos(tmp_path / "other")
         inputs, expected = [folder, tmp_path / "other"], ("p0.png: same name as", "different --out folders")

@@ -10,21 +10,26 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_p2p.data.readers import LAYOUTS, RawDataset, detect_format
+from seg_p2p.data.readers import LAYOUTS, PUBLISHED_LAYOUTS, RawDataset, detect_format
+from seg_p2p.data.settings import PIL_PIXEL_LIMIT
 from seg_p2p.data.spec import BUILTIN_SPECS, IGNORE_INDEX, OFF_PALETTE_DISTANCE, DatasetSpec, load_spec
 from seg_p2p.errors import UserError
 
+# How the layouts whose decoding is fixed mark void (the others: the spec's void_value or void_colours).
+LAYOUT_VOID = {"cityscapes": "label ids outside the 19 train ids", "ade20k": "value 0, 'other'; value k is class k-1"}
+
 
 def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
-    """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in cityscapes for that layout
-    (its labels are always the same ids), else the built-in named like the folder."""
+    """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in spec of a published
+    dataset's layout (cityscapes, voc, ade20k: its labels are always the same ids), else the built-in named like
+    the folder."""
     if dataset:
         return load_spec(dataset), f"--dataset {dataset}"
     local = path / "dataset.yaml"
     if local.is_file():
         return load_spec(str(local)), str(local)
-    if detect_format(path) == "cityscapes":
-        return load_spec("cityscapes"), "built-in, matched by the cityscapes layout"
+    if (fmt := detect_format(path)) in PUBLISHED_LAYOUTS:
+        return load_spec(fmt), f"built-in, matched by the {fmt} layout"
     if path.resolve().name in BUILTIN_SPECS:
         return load_spec(path.resolve().name), "built-in, matched by folder name"
     raise UserError(f"{path}: no dataset spec; write {local} (name, classes with name and colour, optional "
@@ -38,11 +43,11 @@ def size_range(shapes: set[tuple[int, int]]) -> str:
     return f"{w0}x{h0}" if len(ordered) == 1 else f"{w0}x{h0} .. {w1}x{h1} ({len(ordered)} sizes)"
 
 
-def check_dataset(path: Path, dataset: str | None) -> str:
+def check_dataset(path: Path, dataset: str | None, max_pixels: int | None = PIL_PIXEL_LIMIT) -> str:
     path = Path(path)
     detect_format(path)  # a missing or unrecognised folder is the first thing to report
     spec, spec_source = resolve_spec(path, dataset)
-    raw = RawDataset(path, spec)
+    raw = RawDataset(path, spec, max_pixels)
     pixels, sizes = {}, {}
     for split in raw.splits:
         histogram, shapes = np.zeros(256, dtype=np.int64), set()
@@ -51,8 +56,8 @@ def check_dataset(path: Path, dataset: str | None) -> str:
             shapes.add(mask.shape)
         pixels[split], sizes[split] = histogram, size_range(shapes)
 
-    has_void = spec.void_value is not None or bool(spec.void_colours) or raw.format == "cityscapes"
-    void = (f" + void (label ids outside the 19 train ids -> {IGNORE_INDEX})" if raw.format == "cityscapes"
+    has_void = spec.void_value is not None or bool(spec.void_colours) or raw.format in LAYOUT_VOID
+    void = (f" + void ({LAYOUT_VOID[raw.format]} -> {IGNORE_INDEX})" if raw.format in LAYOUT_VOID
             else f" + void (value {spec.void_value} -> {IGNORE_INDEX})" if spec.void_value is not None
             else f" + void ({len(spec.void_colours)} colours -> {IGNORE_INDEX})" if spec.void_colours else ", no void")
     side = f", photo on the {raw.photo_side}" if raw.photo_side else ""

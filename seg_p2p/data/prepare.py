@@ -5,7 +5,7 @@ The cache is a folder: spec.json and, per split (train, val, test), the ragged a
 and {split}_names.json. Images stay at their own size because full-resolution evaluation needs them so; the
 cache costs 4 bytes per pixel (camvid, 579 images of 480x360: 400 MB). It is built in a temp folder beside the
 target and renamed into place (atomic_dir), so a crash leaves no half-prepared cache; memory holds a few
-decoded images at a time, never a split.
+decoded images at a time (RawDataset.read_ahead), never a split.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> None:
             raise UserError(f"data.root is not set for dataset '{cfg.dataset}'; set it to the dataset folder "
                             "in params.yaml or the experiment file")
         spec = load_spec(cfg.dataset)
-        raw = RawDataset(Path(cfg.root), spec)
+        raw = RawDataset(Path(cfg.root), spec, cfg.max_image_pixels)
         plan = split_plan(raw, cfg.val_fraction)
     refuse_foreign_folder(out_dir)
     with atomic_dir(out_dir) as staging:

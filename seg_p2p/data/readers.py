@@ -1,4 +1,4 @@
-"""Read a raw dataset folder in any of four layouts into (name, photo, mask) samples.
+"""Read a raw dataset folder in any of six layouts into (name, photo, mask) samples.
 
 Layouts (detected from the folder, splits train, val (optional), test):
   aligned     ROOT/<split>/NAME.jpg           photo and colour label side by side (pix2pix facades, cityscapes, maps)
@@ -6,7 +6,12 @@ Layouts (detected from the folder, splits train, val (optional), test):
   index       ROOT/<split>/NAME.png, ROOT/<split>annot/NAME.png   photos and single-channel class-index masks
   cityscapes  ROOT/leftImg8bit/<split>/<city>/NAME_leftImg8bit.png, ROOT/gtFine/<split>/<city>/NAME_gtFine_labelIds.png
               the official download; train and val only (its test labels are withheld)
-Every problem a user can fix is a UserError naming the file and what to do.
+  voc         ROOT/JPEGImages/NAME.jpg, ROOT/SegmentationClass/NAME.png, ROOT/ImageSets/Segmentation/<split>.txt
+              Pascal VOC 2012 as downloaded (ROOT = VOCdevkit/VOC2012); train and val only
+  ade20k      ROOT/images/<training|validation>/NAME.jpg, ROOT/annotations/<training|validation>/NAME.png
+              ADE20K as downloaded (ROOT = ADEChallengeData2016); train and val only
+Images are read as viewers show them (EXIF orientation applied). Every problem a user can fix is a UserError
+naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -20,11 +25,17 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
-from seg_p2p.data.cityscapes import NUM_TRAIN_IDS, to_train_ids
-from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec, match_palette, refuse_off_palette
+from seg_p2p.data import ade20k, voc
+from seg_p2p.data.cityscapes import to_train_ids
+from seg_p2p.data.settings import PIL_PIXEL_LIMIT
+from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec, load_spec, match_palette, refuse_off_palette
 from seg_p2p.errors import UserError
+
+# open_image applies data.max_image_pixels itself, so that a refusal names the file and the setting; PIL's own
+# limit would stop the same images with a traceback, and could not be raised per dataset.
+Image.MAX_IMAGE_PIXELS = None
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -32,13 +43,22 @@ LAYOUTS = {"aligned": "ROOT/<split>/NAME.jpg, photo and colour label side by sid
            "paired": "ROOT/A/<split>/NAME photos, ROOT/B/<split>/NAME colour labels",
            "index": "ROOT/<split>/NAME.png photos, ROOT/<split>annot/NAME.png index masks",
            "cityscapes": "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png photos, "
-                         "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png label ids"}
-LAYOUT_SPLITS = {"cityscapes": ("train", "val")}  # layouts that read fewer splits: Cityscapes' test has no labels
+                         "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png label ids",
+           "voc": "ROOT = VOCdevkit/VOC2012: JPEGImages/ photos, SegmentationClass/ class-index PNGs, "
+                  "ImageSets/Segmentation/<split>.txt lists",
+           "ade20k": "ROOT = ADEChallengeData2016: images/<training|validation>/ photos, "
+                     "annotations/<training|validation>/ index masks"}
+# Layouts that read fewer splits: the published datasets' test labels are withheld (prepare uses val as test).
+LAYOUT_SPLITS = {"cityscapes": ("train", "val"), "voc": ("train", "val"), "ade20k": ("train", "val")}
+# Layouts of one published dataset, whose label encoding is fixed: read with the built-in spec of the same name.
+PUBLISHED_LAYOUTS = ("cityscapes", "voc", "ade20k")
 CITYSCAPES_SUFFIXES = ("_leftImg8bit.png", "_gtFine_labelIds.png")  # photo, label; other gtFine files are ignored
 LAYOUT_HELP = "; ".join(f"{fmt} ({text})" for fmt, text in LAYOUTS.items())
 SIDE_SAMPLE_FILES = 4  # files looked at to decide which half of an aligned file is the photo
 READ_THREADS = min(8, os.cpu_count() or 1)
-READ_AHEAD = 64  # decoded samples in flight at most, so memory stays bounded
+READ_AHEAD = 64  # decoded samples in flight at most, so memory stays bounded ...
+READ_AHEAD_PIXELS = 2**26  # ... and their photos' pixels at most (bar a single larger image): ~0.5 GB decoded
+UPRIGHT_SWAPPED = {5, 6, 7, 8}  # EXIF orientations that show the image turned by 90 degrees
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,10 @@ def detect_format(root: Path) -> str:
         raise UserError(f"{root}: dataset folder not found; check the path (data.root or the `data check` argument)")
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         return "cityscapes"
+    if voc.is_voc(root):
+        return "voc"
+    if ade20k.is_ade20k(root):
+        return "ade20k"
     if (root / "A").is_dir() and (root / "B").is_dir():
         return "paired"
     if any((root / f"{split}annot").is_dir() for split in SPLITS):
@@ -100,7 +124,9 @@ def partner_hint(fmt: str, name: str, path: Path, other_dir: Path) -> str:
 
 
 def split_folders(root: Path, fmt: str, split: str) -> tuple[Path, Path]:
-    """(photo folder, label folder) of a split; the same folder for aligned files."""
+    """(photo folder, label folder) of a split; the same folder for aligned files (voc's lists name its pairs)."""
+    if fmt == "ade20k":
+        return ade20k.split_folders(root, split)
     return {"aligned": (root / split, root / split),
             "paired": (root / "A" / split, root / "B" / split),
             "index": (root / split, root / f"{split}annot"),
@@ -108,7 +134,10 @@ def split_folders(root: Path, fmt: str, split: str) -> tuple[Path, Path]:
 
 
 def list_split(root: Path, fmt: str, split: str) -> list[Pair] | None:
-    """The split's pairs sorted by name, or None when the split does not exist."""
+    """The split's pairs sorted by name (voc: in its list's order), or None when the split does not exist."""
+    if fmt == "voc":
+        listed = voc.split_pairs(root, split)
+        return None if listed is None else [Pair(*item) for item in listed]
     photo_dir, label_dir = split_folders(root, fmt, split)
     if not photo_dir.is_dir() and not label_dir.is_dir():
         return None
@@ -131,14 +160,24 @@ def list_split(root: Path, fmt: str, split: str) -> list[Pair] | None:
     return [Pair(name, photos[name], labels[name]) for name in sorted(photos, key=natural_key)]
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode fully (truncation shows only on load) and refuse more than 8 bits per channel."""
+def refuse_too_large(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise UserError(f"{path}: {size[0]}x{size[1]} is {size[0] * size[1]:,} pixels, more than "
+                        f"data.max_image_pixels ({max_pixels:,}); if the image is trusted, raise data.max_image_pixels "
+                        "(null: no limit) in params.yaml or the experiment")
+
+
+def open_image(path: Path, max_pixels: int | None) -> Image.Image:
+    """Decode fully (truncation shows only on load), upright as viewers show it (EXIF orientation applied);
+    refuse more than 8 bits per channel and more than max_pixels pixels (data.max_image_pixels)."""
     try:
         image = Image.open(path)
+        refuse_too_large(path, image.size, max_pixels)
         raw_modes = [tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile]
         if image.mode in ("I", "F") or image.mode.startswith("I;16") or any(";16" in str(m) for m in raw_modes):
             raise UserError(f"{path}: more than 8 bits per channel; convert it to an 8-bit image")
         image.load()
+        ImageOps.exif_transpose(image, in_place=True)
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         raise unreadable(path, exc) from None
     return image
@@ -178,17 +217,18 @@ def to_index(image: Image.Image, spec: DatasetSpec, path: Path) -> np.ndarray:
 class RawDataset:
     """A dataset folder: its layout, the pairs of each split, and decoding to (name, photo, mask)."""
 
-    def __init__(self, root: Path, spec: DatasetSpec):
-        self.root, self.spec = Path(root), spec
+    def __init__(self, root: Path, spec: DatasetSpec, max_pixels: int | None = PIL_PIXEL_LIMIT):
+        self.root, self.spec, self.max_pixels = Path(root), spec, max_pixels
         self.format = detect_format(self.root)
-        if self.format == "cityscapes" and spec.num_classes != NUM_TRAIN_IDS:
-            raise UserError(f"{self.root}: the cityscapes layout decodes to {NUM_TRAIN_IDS} train ids, but spec "
-                            f"'{spec.name}' has {spec.num_classes} classes; use the built-in cityscapes spec")
+        if self.format in PUBLISHED_LAYOUTS and spec.num_classes != (classes := load_spec(self.format).num_classes):
+            raise UserError(f"{self.root}: the {self.format} layout decodes to {classes} classes, but spec "
+                            f"'{spec.name}' has {spec.num_classes}; use the built-in {self.format} spec")
         splits = LAYOUT_SPLITS.get(self.format, SPLITS)
         self.splits = {split: pairs for split in splits if (pairs := list_split(self.root, self.format, split))}
         for split in ("train", splits[-1]):  # test, or val where the layout has no test (prepare uses it as test)
             if split not in self.splits and not (split == "test" and "val" in self.splits):
-                folders = " and ".join(sorted({str(f) for f in split_folders(self.root, self.format, split)}))
+                folders = (voc.list_path(self.root, split) if self.format == "voc" else
+                           " and ".join(sorted({str(f) for f in split_folders(self.root, self.format, split)})))
                 raise UserError(f"{self.root}: missing split '{split}' ({self.format} layout); add {folders}")
         self.photo_side = self._photo_side() if self.format == "aligned" else None
         # split -> [colour-label pixels off the palette, all colour-label pixels], counted by samples()
@@ -206,7 +246,7 @@ class RawDataset:
         return "left" if on_palette["left"] < on_palette["right"] else "right"
 
     def _halves(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-        image = to_rgb(open_image(pair.photo), pair.photo)
+        image = to_rgb(open_image(pair.photo, self.max_pixels), pair.photo)
         width = image.shape[1]
         if width % 2:
             raise UserError(f"{pair.photo}: odd width {width} cannot hold two equal halves (photo | label); "
@@ -219,33 +259,49 @@ class RawDataset:
             left, right = self._halves(pair)
             photo, label = (left, right) if self.photo_side == "left" else (right, left)
         else:
-            photo = to_rgb(open_image(pair.photo), pair.photo)
-            label = open_image(pair.label)
+            photo = to_rgb(open_image(pair.photo, self.max_pixels), pair.photo)
+            label = open_image(pair.label, self.max_pixels)
             if label.size != (photo.shape[1], photo.shape[0]):
                 raise UserError(f"{pair.label}: size {label.size[0]}x{label.size[1]} differs from its photo "
                                 f"{pair.photo} ({photo.shape[1]}x{photo.shape[0]}); resize one of them")
-            if self.format == "index":
+            if self.format in ("index", "voc"):
                 return photo, to_index(label, self.spec, pair.label), None
             if self.format == "cityscapes":
                 return photo, to_train_ids(label, pair.label), None
-            if label.mode == "P":  # its indices may be the classes (VOC), its colours anything: never guess
-                raise UserError(f"{pair.label}: a palette (indexed-colour) PNG where a colour label is expected; if "
-                                "its indices are the class ids use the index layout (ROOT/<split>annot), else save "
-                                "it as RGB")
-            label = to_rgb(label, pair.label)
+            if self.format == "ade20k":
+                return photo, ade20k.to_class_ids(label, pair.label), None
+            label = to_rgb(label, pair.label)  # a palette PNG by its colours, matched like any colour label
         mask, off_palette = match_palette(label, self.spec)
         refuse_off_palette(off_palette, self.spec, str(pair.label))
         return photo, mask, int(off_palette.sum())
 
     def photo_size(self, pair: Pair) -> tuple[int, int]:
-        """(height, width) of a pair's photo from its file header, without decoding: prepare sizes its cache
-        from these before it reads the first pixel."""
+        """(height, width) of a pair's photo as read (upright), from its file header without decoding: prepare
+        sizes its cache from these before it reads the first pixel. The EXIF orientation comes from the base class's
+        getexif, which reads the header only: PNG's own decodes the whole image to look for EXIF after the pixels."""
         try:
             with Image.open(pair.photo) as image:
+                refuse_too_large(pair.photo, image.size, self.max_pixels)
                 width, height = image.size
+                if Image.Image.getexif(image).get(ExifTags.Base.Orientation) in UPRIGHT_SWAPPED:
+                    width, height = height, width
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise unreadable(pair.photo, exc) from None
         return (height, width // 2) if self.format == "aligned" else (height, width)
+
+    def read_ahead(self, pairs: list[Pair]) -> Iterator[list[Pair]]:
+        """Consecutive runs of pairs decoded together: at most READ_AHEAD pairs and READ_AHEAD_PIXELS photo pixels
+        (or one larger image), so memory stays bounded whatever the images' sizes."""
+        run, pixels = [], 0
+        for pair in pairs:
+            height, width = self.photo_size(pair)
+            if run and (len(run) == READ_AHEAD or pixels + height * width > READ_AHEAD_PIXELS):
+                yield run
+                run, pixels = [], 0
+            run.append(pair)
+            pixels += height * width
+        if run:
+            yield run
 
     def samples(self, split: str, pairs: list[Pair] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """(name, photo, mask) of every pair of a split (or of `pairs`) in order; sizes may differ between pairs.
@@ -254,8 +310,7 @@ class RawDataset:
         """
         pairs = self.splits[split] if pairs is None else pairs
         with ThreadPoolExecutor(READ_THREADS) as pool:
-            for start in range(0, len(pairs), READ_AHEAD):
-                chunk = pairs[start:start + READ_AHEAD]
+            for chunk in self.read_ahead(pairs):
                 for pair, (photo, mask, off_palette) in zip(chunk, pool.map(self.read, chunk)):
                     if off_palette is not None:
                         counts = self.off_palette.setdefault(split, [0, 0])

@@ -11,6 +11,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_v
 from seg_p2p.errors import UserError
 from seg_p2p.settings import Strict, error_text, experiment_settings
 
+PIL_PIXEL_LIMIT = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS (1024**3 // 4 // 3), its decompression-bomb guard
+
 
 class SyntheticConfig(Strict):
     """The embedded scene generator (seg_p2p.data.synthetic)."""
@@ -23,13 +25,16 @@ class SyntheticConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: str = "synthetic"  # synthetic, a built-in spec (facades, camvid, cityscapes) or a spec YAML path
+    dataset: str = "synthetic"  # synthetic, a built-in spec (seg_p2p/data/specs/*.yaml) or a spec YAML path
     root: str | None = None  # folder of the raw dataset; unused for synthetic
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # carved from train when there is no val split
     load_size: PositiveInt = 72  # resize mode's pix2pix jitter: resize to load_size ...
     crop_size: PositiveInt = 64  # ... then random crop; the model's input size (resize mode: the evaluation size)
     scale_range: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.5, 2.0]  # slide mode: random rescale before the crop
     flip: bool = True
+    # Images of more pixels are refused, as PIL refuses decompression bombs; raise it for trusted large images
+    # (orthophotos, slides), null for no limit.
+    max_image_pixels: PositiveInt | None = PIL_PIXEL_LIMIT
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")

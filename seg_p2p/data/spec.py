@@ -113,24 +113,26 @@ def match_palette(rgb: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np.nd
 
     Squared distances expand to |p|^2 - 2 p.c + |c|^2; the argmin needs only the last two terms, one
     small matrix product (exact in float32 for these integers). It runs in chunks small enough that
-    OpenBLAS stays single-threaded: its spinning threads make larger products ~10x slower on a busy machine.
+    OpenBLAS stays single-threaded: its spinning threads make larger products ~10x slower on a busy machine;
+    only the chunk is ever in float32, so a label costs 2 bytes per pixel beyond itself, whatever its size.
     """
     colours = np.concatenate([spec.palette, np.array(spec.void_colours, dtype=np.uint8).reshape(-1, 3)])
     ids = np.concatenate([np.arange(spec.num_classes), np.full(len(spec.void_colours), IGNORE_INDEX)]).astype(np.uint8)
     centres = colours.astype(np.float32)
     weights, offsets = np.ascontiguousarray(-2 * centres.T), (centres**2).sum(axis=1)
-    pixels = rgb.reshape(-1, 3).astype(np.float32)
-    nearest = np.empty(len(pixels), dtype=np.intp)
-    distance2 = np.empty(len(pixels), dtype=np.float32)
+    pixels = rgb.reshape(-1, 3)
+    nearest = np.empty(len(pixels), dtype=np.uint8)
+    off_palette = np.empty(len(pixels), dtype=bool)
     for start in range(0, len(pixels), MATCH_CHUNK):
-        chunk = pixels[start:start + MATCH_CHUNK]
+        chunk = pixels[start:start + MATCH_CHUNK].astype(np.float32)
         partial = chunk @ weights
         partial += offsets
         best = partial.argmin(axis=1)
-        nearest[start:start + len(chunk)] = best
-        distance2[start:start + len(chunk)] = partial[np.arange(len(chunk)), best] + np.einsum("ij,ij->i", chunk, chunk)
+        nearest[start:start + len(chunk)] = ids[best]
+        distance2 = partial[np.arange(len(chunk)), best] + np.einsum("ij,ij->i", chunk, chunk)
+        off_palette[start:start + len(chunk)] = distance2 > OFF_PALETTE_DISTANCE**2
     shape = rgb.shape[:2]
-    return ids[nearest].reshape(shape), (distance2 > OFF_PALETTE_DISTANCE**2).reshape(shape)
+    return nearest.reshape(shape), off_palette.reshape(shape)
 
 
 def refuse_off_palette(off_palette: np.ndarray, spec: DatasetSpec, source: str) -> None:
