@@ -40,24 +40,29 @@ class MemberSettings(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping: PyYAML keeps the last silently, DVC refuses the
-    file, so a section pasted twice would be read one way by seg-p2p and another (or not at all) by `dvc repro`."""
-
-    def construct_mapping(self, node, deep=False):
+def duplicate_key(node: yaml.Node) -> yaml.ScalarNode | None:
+    """The first key given twice in one mapping of a composed YAML document. PyYAML keeps the last silently and DVC
+    refuses the file, so a section pasted twice would be read one way by seg-p2p and not at all by `dvc repro`."""
+    if isinstance(node, yaml.MappingNode):
         seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value in seen:
+                return key
+            seen.add(getattr(key, "value", None))
+            if (found := duplicate_key(value)) is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            if (found := duplicate_key(item)) is not None:
+                return found
+    return None
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+        text = path.read_text()
+        data = yaml.safe_load(text)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; check the path") from None
     except UnicodeDecodeError:
@@ -67,13 +72,14 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
-        if getattr(exc, "problem", "").endswith("is given twice"):
-            raise UserError(f"{path}: {exc.problem}{where}; keep one of them") from None
         raise UserError(f"{path}: not valid YAML{where}; fix the syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level; see params.yaml for the layout")
+    if (twice := duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))) is not None:
+        raise UserError(f"{path}: key '{twice.value}' is given twice (line {twice.start_mark.line + 1}); "
+                        "keep one of them")
     return data
 
 
