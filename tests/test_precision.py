@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import CLI, ONE_THREAD, engine_losses, read_history, tiny_params, train_argv
+from conftest import CLI, ONE_THREAD, TINY_ENCODER, engine_losses, read_history, tiny_params, train_argv
 
 from seg_p2p.models import MEMBER_KINDS
 
@@ -113,3 +113,42 @@ def test_a_setting_the_device_cannot_run_is_one_line_before_any_work(workspace, 
     lines = [line for line in result.stderr.splitlines() if line.startswith("seg-p2p:")]
     assert len(lines) == 1 and says in lines[0], result.stderr
     assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_times_its_models_on_train_device(workspace, tmp_path):
+    """Costs are measured where the study's models run (train.device), not on the CPU whatever the study: asked for
+    CUDA where there is none, evaluate refuses in one line naming the setting before it reads any run."""
+    params = tiny_params(tmp_path, {"train": {"device": "cuda"}})
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "evaluate"
+    result = subprocess.run([*CLI, "--params", str(params), "evaluate", "--seed", "0", "--data",
+                             str(workspace / "data"), "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "train.device: cuda is not available" in result.stderr.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_a_pretrained_encoder_gets_the_input_its_weights_were_trained_on(monkeypatch):
+    """Photos arrive in [-1, 1]; with encoder_weights the smp encoder sees smp's range and mean/std for them (ImageNet:
+    [0, 1], then (x - mean) / std; timm's encoders read them offline). The weights are never downloaded: Unet is
+    built without them."""
+    import segmentation_models_pytorch as smp
+
+    from seg_p2p.models.unet_ce import UnetCE, UnetCEConfig
+
+    unet = smp.Unet
+    monkeypatch.setattr(smp, "Unet", lambda *args, **kwargs: unet(*args, **{**kwargs, "encoder_weights": None}))
+    model = UnetCE(UnetCEConfig(kind="unet_ce", encoder=TINY_ENCODER, encoder_weights="imagenet"), num_classes=3)
+    seen = []
+    model.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    photo = torch.rand(1, 3, 32, 32) * 2 - 1
+    model.eval()({"photo": photo})
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(seen[0], ((photo + 1) / 2 - mean) / std)
+    assert "imagenet" in model.input_normalisation
+    plain = UnetCE(UnetCEConfig(kind="unet_ce", encoder=TINY_ENCODER), num_classes=3)
+    plain.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    plain.eval()({"photo": photo})
+    torch.testing.assert_close(seen[1], photo)  # from scratch: the photo as it is
