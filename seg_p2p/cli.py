@@ -131,6 +131,36 @@ def cmd_study(args):
     run_study(Path(args.params))
 
 
+def with_experiment(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--experiment", help="experiment YAML laid over params.yaml")
+    return p
+
+
+def add_exp_parser(sub) -> None:
+    exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
+    p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")
+    p.add_argument("file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--queue", action="store_true", help="queue it; start workers with `dvc queue start -j N`")
+    where.add_argument("--cluster", action="store_true", help="run its stages as cluster jobs, in a workspace of "
+                       "its own (.cluster/workspaces/NAME); it comes back as a DVC experiment")
+    p.add_argument("--no-wait", action="store_true", help="with --cluster: submit and return")
+    p.set_defaults(func=cmd_exp_run)
+
+
+def add_cluster_parser(sub) -> None:
+    cluster = sub.add_parser("cluster", help="every out-of-date DVC stage a scheduler job (SLURM via submitit)")
+    cluster = cluster.add_subparsers(dest="cluster_command", required=True)
+    p = cluster.add_parser("run", help="submit every out-of-date stage, each after the stages it depends on")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (stage, resources, dependencies); "
+                   "submit nothing")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; follow with `cluster status`")
+    p.set_defaults(func=cmd_cluster_run)
+    p = cluster.add_parser("status", help="the jobs of the last submission and their states")
+    p.add_argument("--wait", action="store_true", help="follow them until they end")
+    p.set_defaults(func=cmd_cluster_status)
+
+
 def add_segment_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
     p.add_argument("--model", required=True, help="runs/seed<K>/members/<member> or runs/seed<K>/ensembles/<strategy>")
@@ -149,10 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
-    def with_experiment(p):
-        p.add_argument("--experiment", help="experiment YAML laid over params.yaml")
-        return p
-
     check = with_experiment(data.add_parser("check", help="detect a dataset's format and report its splits and "
                                             "classes"))
     check.add_argument("path")
@@ -210,26 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_parser(with_experiment(sub.add_parser(
         "segment", help="label photos of any size with a trained member or strategy")))
 
-    exp = sub.add_parser("exp", help="DVC experiments").add_subparsers(dest="exp_command", required=True)
-    p = exp.add_parser("run", help="run experiments/NAME.yaml as `dvc exp run -S ...`")
-    p.add_argument("file")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--queue", action="store_true", help="queue it; start workers with `dvc queue start -j N`")
-    where.add_argument("--cluster", action="store_true", help="run its stages as cluster jobs, in a workspace of "
-                       "its own (.cluster/workspaces/NAME); it comes back as a DVC experiment")
-    p.add_argument("--no-wait", action="store_true", help="with --cluster: submit and return")
-    p.set_defaults(func=cmd_exp_run)
-
-    cluster = sub.add_parser("cluster", help="every out-of-date DVC stage a scheduler job (SLURM via submitit)")
-    cluster = cluster.add_subparsers(dest="cluster_command", required=True)
-    p = cluster.add_parser("run", help="submit every out-of-date stage, each after the stages it depends on")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (stage, resources, dependencies); "
-                   "submit nothing")
-    p.add_argument("--no-wait", action="store_true", help="submit and return; follow with `cluster status`")
-    p.set_defaults(func=cmd_cluster_run)
-    p = cluster.add_parser("status", help="the jobs of the last submission and their states")
-    p.add_argument("--wait", action="store_true", help="follow them until they end")
-    p.set_defaults(func=cmd_cluster_status)
+    add_exp_parser(sub)
+    add_cluster_parser(sub)
 
     p = sub.add_parser("study", help="run the whole study with `dvc repro` and say where the tables are")
     p.set_defaults(func=cmd_study)

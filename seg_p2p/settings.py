@@ -46,9 +46,10 @@ def duplicate_key(node: yaml.Node) -> yaml.ScalarNode | None:
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value in seen:
-                return key
-            seen.add(getattr(key, "value", None))
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    return key
+                seen.add(key.value)
             if (found := duplicate_key(value)) is not None:
                 return found
     elif isinstance(node, yaml.SequenceNode):

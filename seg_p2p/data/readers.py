@@ -48,10 +48,10 @@ LAYOUTS = {"aligned": "ROOT/<split>/NAME.jpg, photo and colour label side by sid
                   "ImageSets/Segmentation/<split>.txt lists",
            "ade20k": "ROOT = ADEChallengeData2016: images/<training|validation>/ photos, "
                      "annotations/<training|validation>/ index masks"}
-# Layouts that read fewer splits: the published datasets' test labels are withheld (prepare uses val as test).
-LAYOUT_SPLITS = {"cityscapes": ("train", "val"), "voc": ("train", "val"), "ade20k": ("train", "val")}
 # Layouts of one published dataset, whose label encoding is fixed: read with the built-in spec of the same name.
 PUBLISHED_LAYOUTS = ("cityscapes", "voc", "ade20k")
+# They read train and val only: their test labels are withheld (prepare uses val as test).
+LAYOUT_SPLITS = dict.fromkeys(PUBLISHED_LAYOUTS, ("train", "val"))
 CITYSCAPES_SUFFIXES = ("_leftImg8bit.png", "_gtFine_labelIds.png")  # photo, label; other gtFine files are ignored
 LAYOUT_HELP = "; ".join(f"{fmt} ({text})" for fmt, text in LAYOUTS.items())
 SIDE_SAMPLE_FILES = 4  # files looked at to decide which half of an aligned file is the photo
