@@ -2,7 +2,11 @@
 
 `TrainState` is everything a resumed run needs besides the data (networks, optimizers, schedulers, AMP
 scaler, the CPU's and every GPU's RNG, the history so far), so a resumed run equals one that never stopped.
-`best.pt` holds the weights alone, for predict and for the members that joint training starts from.
+`best.pt` holds the weights alone, for predict, segment and the members that joint training starts from.
+
+Once the last epoch is done nothing resumes from the optimizer state again, so the complete `last.pt` keeps only
+the record (epoch, history, seconds, RNG, MLflow run): the weights are kept once, in `best.pt`, and Adam's two
+moments, three times the weights' size, are not kept at all.
 """
 
 from __future__ import annotations
@@ -85,11 +89,12 @@ class TrainState:
         if state.get("identity") != identity:
             print(f"{path} was made with other settings, code or inputs; starting over", file=sys.stderr)
             return
-        self.model.load_state_dict(state["model"])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-            self.schedulers[name].load_state_dict(state["schedulers"][name])
-        self.scaler.load_state_dict(state["scaler"])
+        if not state.get("complete"):  # a complete run trains no further: its record is all it needs
+            self.model.load_state_dict(state["model"])
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+                self.schedulers[name].load_state_dict(state["schedulers"][name])
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])  # after place()'s seeding: the dropout masks continue, not replay
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -117,10 +122,13 @@ class TrainState:
         if improved:
             save_torch(checkpoint(train_dir, "best"), {"identity": identity, "epoch": self.epoch, "model": weights,
                                               "palette": palette, "val_miou": val_miou})
-        save_torch(checkpoint(train_dir, "last"), {
-            "identity": identity, "epoch": self.epoch, "model": weights, "palette": palette,
-            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(), "cuda_rng": cuda_rng_states(),
-            "best_miou": self.best_miou,
-            "history": self.history, "train_seconds": self.train_seconds, "run_id": self.run_id})
+        record = {"identity": identity, "epoch": self.epoch, "palette": palette, "rng": torch.get_rng_state(),
+                  "cuda_rng": cuda_rng_states(), "best_miou": self.best_miou, "history": self.history,
+                  "train_seconds": self.train_seconds, "run_id": self.run_id}
+        if self.epoch == self.total_epochs:
+            record["complete"] = True
+        else:
+            record |= {"model": weights, "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                       "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+                       "scaler": self.scaler.state_dict()}
+        save_torch(checkpoint(train_dir, "last"), record)

@@ -47,6 +47,14 @@ def cmd_params(args):
     print(json.dumps(parameter_table(cfg) | {"strategy_epochs": training_budgets(cfg, Path("ensembles"))}, indent=2))
 
 
+def cmd_plan(args):
+    from seg_p2p.plan import study_plan
+    from seg_p2p.plan.show import table
+
+    plan = study_plan(_config(args), Path(args.strategies_dir), args.throughput, args.measure)
+    print(json.dumps(plan.as_json(), indent=2) if args.json else table(plan))
+
+
 def cmd_train(args):
     from seg_p2p.distributed import launch_if_asked
     from seg_p2p.train import check_training, train_member
@@ -116,7 +124,7 @@ def cmd_exp_run(args):
 def cmd_cluster_run(args):
     from seg_p2p.cluster.client import cluster_run
 
-    cluster_run(_config(args), Path.cwd(), dry_run=args.dry_run, wait=not args.no_wait)
+    cluster_run(_config(args), Path.cwd(), wait=not args.no_wait)
 
 
 def cmd_cluster_status(args):
@@ -152,8 +160,6 @@ def add_cluster_parser(sub) -> None:
     cluster = sub.add_parser("cluster", help="every out-of-date DVC stage a scheduler job (SLURM via submitit)")
     cluster = cluster.add_subparsers(dest="cluster_command", required=True)
     p = cluster.add_parser("run", help="submit every out-of-date stage, each after the stages it depends on")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (stage, resources, dependencies); "
-                   "submit nothing")
     p.add_argument("--no-wait", action="store_true", help="submit and return; follow with `cluster status`")
     p.set_defaults(func=cmd_cluster_run)
     p = cluster.add_parser("status", help="the jobs of the last submission and their states")
@@ -191,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_experiment(sub.add_parser("params", help="print parameter counts of every member and the epochs of every trained strategy as JSON"))
     p.set_defaults(func=cmd_params)
+
+    p = with_experiment(sub.add_parser("plan", help="what the study will cost before it runs: jobs, training steps "
+                                       "and FLOPs, disk, memory, hours, the critical path"))
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--throughput", type=float, metavar="TFLOPS", help="achieved training throughput, TFLOP/s, "
+                     "to turn FLOPs into hours (e.g. benchmarks.train_step's gflop_per_s / 1000)")
+    how.add_argument("--measure", action="store_true", help="time a few steps of each member on train.device here")
+    p.add_argument("--json", action="store_true", help="the same as JSON (totals under `total`)")
+    p.add_argument("--strategies-dir", default="ensembles")
+    p.set_defaults(func=cmd_plan)
 
     p = with_experiment(sub.add_parser("train", help="train one member (resumes from its last checkpoint)"))
     p.add_argument("--member", required=True)

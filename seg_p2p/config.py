@@ -30,6 +30,7 @@ class InferenceConfig(Strict):
     pad: Literal["constant", "none"] = "constant"  # slide: a photo smaller than a window is padded, or refused
     flip_tta: bool = False  # also run the mirrored photo and average the probabilities
     max_stored_side: PositiveInt = 512  # stored probabilities: longer side at most this (predictions: full size)
+    stored_classes: PositiveInt = 12  # stored probabilities: every class up to this many, else the most probable
 
 
 class TrainConfig(Strict):

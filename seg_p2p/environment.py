@@ -9,6 +9,13 @@ from pathlib import Path
 
 from seg_p2p.errors import UserError
 
+# DVC's cache holds each output once, hard-linked into the workspace (symbolic links where the cache is on another
+# filesystem), never copied: hardlink first, as DVC then moves a new output into the cache by linking it (with
+# reflink first it copies the files of a folder output and leaves them unlinked). Every write replaces a file
+# (seg_p2p.atomic), so a linked one is never changed; DVC unprotects (copies) a persisted output before `dvc repro`
+# reruns its stage. `.dvc/config` says the same.
+CACHE_LINKS = "hardlink,symlink"
+
 
 def stage_environment() -> dict[str, str]:
     """Stages call `seg-p2p`: put this environment's scripts first on PATH, activated or not."""

@@ -3,8 +3,8 @@
 Scores come from the stored test predictions against the test masks, through the same torchmetrics scorer
 as validation; parameters, FLOPs (torch.utils.flop_counter) and inference time from the architectures (a
 strategy's kind measures its own), measured on one model input on the study's device (`train.device`; recorded as
-`cost_device`) and scaled to a whole test photo (its windows and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_confusion.npy` (per-image, for the report's
-bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
+`cost_device`) and scaled to a whole test photo (its windows and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_tallies.npy` (per-image class tallies,
+for the report's bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def per_photo(entry: dict, inputs: float) -> dict:
 
 
 def score(predict_dir: Path, stage: str, truth, names: list[str]) -> tuple[dict, np.ndarray]:
-    """Scores and per-image confusions of a stored test prediction against the test masks (`truth[i]`: image i's
+    """Scores and per-image class tallies of a stored test prediction against the test masks (`truth[i]`: image i's
     (H, W) mask at the evaluation size), one image at a time."""
     pred_file = predict_dir / "test_pred.npy"
     if not pred_file.exists() or not pred_file.with_suffix(".json").exists():
@@ -138,12 +138,12 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"
         folder = model_dir(seed_dir, name, cfg.members)
-        scores, confusion = score(folder / "predict", stage, truth, spec.names)
-        save_npy(out_dir / f"{name}_test_confusion.npy", confusion)
+        scores, tallies = score(folder / "predict", stage, truth, spec.names)
+        save_npy(out_dir / f"{name}_test_tallies.npy", tallies)
         if entry.get("members_inside") is not None:  # each member as the joint run trained it, scored alone
             for member in entry["members"]:
-                alone, confusion = score(inside_predict_dir(folder, member), "ensemble", truth, spec.names)
-                save_npy(out_dir / f"{inside(name, member)}_test_confusion.npy", confusion)
+                alone, tallies = score(inside_predict_dir(folder, member), "ensemble", truth, spec.names)
+                save_npy(out_dir / f"{inside(name, member)}_test_tallies.npy", tallies)
                 entry["members_inside"][member] = {key: alone[key] for key in SUMMARY_SCORES}
         write_json(out_dir / f"{name}.json", {"model": name, "seed": seed, **scores, **entry})
         tracked[name] = scores

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from seg_p2p.config import load_config
-from seg_p2p.environment import dvc_executable, stage_environment
+from seg_p2p.environment import CACHE_LINKS, dvc_executable, stage_environment
 from seg_p2p.errors import UserError
 from seg_p2p.settings import experiment_settings, read_yaml
 
@@ -34,11 +34,15 @@ def overrides(current: dict, target: dict, prefix: str = "") -> list[str]:
     return args
 
 
-def check_study(cfg, source: Path) -> None:
-    """What a stage would refuse later, refused now: every strategy the study names exists and is valid."""
+def check_study(cfg, source: Path, plan: bool = True) -> None:
+    """What a stage would refuse later, refused now: every strategy the study names exists and is valid; then
+    (`plan`) the study's cost, and a refusal where it would not fit the free disk (seg_p2p.plan)."""
     from seg_p2p.ensemble.strategy import check_strategies  # the package registers every combiner kind first
+    from seg_p2p.plan import announce
 
     check_strategies(cfg, Path("ensembles"), source)
+    if plan:
+        announce(cfg, Path.cwd())
 
 
 def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.yaml"), cluster: bool = False,
@@ -46,7 +50,7 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
     """`dvc exp run` with the file's settings (`queue`: queued for `dvc queue start`); `cluster`: its stages as cluster
     jobs in a workspace of its own, saved as the DVC experiment named after the file."""
     cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
-    check_study(cfg, file)
+    check_study(cfg, file, plan=not cluster)  # cluster_run shows the plan itself
     target = experiment_settings(params, file)
     root = target.get("data", {}).get("root")
     if root is not None:  # queued experiments run in a temp copy of the repo: make the data path absolute
@@ -84,6 +88,7 @@ def run_study(params: Path = Path("params.yaml")) -> None:
         scm = [] if Path(".git").exists() else ["--no-scm"]
         subprocess.run([dvc, "init", "-q", *scm], check=True)
         subprocess.run([dvc, "config", "core.analytics", "false"], check=True)
+        subprocess.run([dvc, "config", "cache.type", CACHE_LINKS], check=True)
     started = time.perf_counter()
     result = subprocess.run([dvc, "repro"], env=stage_environment())
     if result.returncode:

@@ -1,8 +1,9 @@
 """Segmentation scores, model cost, and the bootstrap that says whether a difference is real.
 
-One scoring path for validation and evaluation: torchmetrics (`SegmentationScorer`), with the per-image
-confusion matrices kept beside the scores because the report resamples test images to put a 95%
-interval on every mIoU difference.
+One scoring path for validation and evaluation: torchmetrics (`SegmentationScorer`), with per-image class tallies
+kept beside the scores because the report resamples test images to put a 95% interval on every mIoU difference.
+A tally is what an image's confusion matrix gives the mIoU: per class, its true positives, its pixels in the truth
+and in the prediction (3 x C numbers, where the matrix is C x C: ADE20K's 150 classes keep 450 numbers, not 22,500).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def scores_from_confusion(confusion: np.ndarray | torch.Tensor, names: list[str]
     }
 
 
+def class_tallies(confusion: np.ndarray) -> np.ndarray:
+    """(..., 3, C) pixel counts of (..., C, C) confusions (truth x prediction): true positives, truth, predicted."""
+    confusion = np.asarray(confusion)
+    return np.stack([np.diagonal(confusion, axis1=-2, axis2=-1), confusion.sum(-1), confusion.sum(-2)], axis=-2)
+
+
 class SegmentationScorer:
-    """Streams batches into torchmetrics and keeps the per-image confusions the report bootstraps over."""
+    """Streams batches into torchmetrics and keeps the per-image class tallies the report bootstraps over."""
 
     def __init__(self, classes: int | list[str], ignore_index: int = IGNORE_INDEX):
         """classes: the class names, or their count (then named "0", "1", ...)."""
@@ -94,13 +101,13 @@ class SegmentationScorer:
                 raise ValueError(f"{name} holds class ids outside [0, {len(self.names)})")
 
     def compute(self) -> tuple[dict, np.ndarray]:
-        """(scores as in scores_from_confusion, per-image confusion (N,C,C) int64)."""
+        """(scores as in scores_from_confusion, per-image class tallies (N,3,C) int64)."""
         if not self.per_image:
             raise ValueError("SegmentationScorer.compute() before any update()")
         values = self.metrics.compute()
         scores = scores_from_confusion(values["confusion"], self.names)
         scores.update({key: float(values[key]) for key in ("miou", "pixel_accuracy", "mean_class_accuracy")})
-        return scores, torch.stack(self.per_image).numpy()
+        return scores, class_tallies(torch.stack(self.per_image).numpy())
 
 
 def flops_per_image(module: torch.nn.Module, example: torch.Tensor) -> int:
@@ -140,36 +147,36 @@ def inference_cost(model: torch.nn.Module, example: torch.Tensor, predict: Calla
             "inference_ms_per_image": round(inference_ms_per_image(predict, example), 3)}
 
 
-def _miou_batch(confusion: np.ndarray) -> np.ndarray:
-    """mIoU of each of B summed confusions (B,C,C), same averaging as scores_from_confusion."""
-    tp = np.diagonal(confusion, axis1=1, axis2=2)
-    union = confusion.sum(1) + confusion.sum(2) - tp
+def _miou_batch(tallies: np.ndarray) -> np.ndarray:
+    """mIoU of each of B summed class tallies (B,3,C), same averaging as scores_from_confusion."""
+    tp, truth, predicted = tallies[:, 0], tallies[:, 1], tallies[:, 2]
+    union = truth + predicted - tp
     iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
     present = union > 0  # union is 0 exactly when a class is absent from truth and prediction
     with np.errstate(invalid="ignore"):
         return iou.sum(1) / present.sum(1)
 
 
-def bootstrap_samples(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000,
+def bootstrap_samples(tallies_a: np.ndarray, tallies_b: np.ndarray, samples: int = 1000,
                       seed: int = 0) -> tuple[float, np.ndarray]:
     """mIoU(a) - mIoU(b) on the same test images, and `samples` values of it over resampled images.
 
     Both models get the same resampled images, so the spread reflects the paired difference.
     """
-    conf_a, conf_b = np.asarray(conf_a), np.asarray(conf_b)
-    if conf_a.shape != conf_b.shape or conf_a.ndim != 3:
-        raise ValueError(f"per-image confusions {conf_a.shape} and {conf_b.shape} must be the same (N,C,C)")
-    n, c, _ = conf_a.shape
+    tallies_a, tallies_b = np.asarray(tallies_a), np.asarray(tallies_b)
+    if tallies_a.shape != tallies_b.shape or tallies_a.ndim != 3 or tallies_a.shape[1] != 3:
+        raise ValueError(f"per-image class tallies {tallies_a.shape} and {tallies_b.shape} must be the same (N,3,C)")
+    n, _, c = tallies_a.shape
     # How often each image is drawn in each resample: the same as drawing N indices with replacement.
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=samples).astype(np.float64)
-    mious = [_miou_batch((counts @ conf.reshape(n, c * c).astype(np.float64)).reshape(samples, c, c))
-             for conf in (conf_a, conf_b)]
-    full = _miou_batch(np.stack([conf_a.sum(0), conf_b.sum(0)]).astype(np.float64))
+    mious = [_miou_batch((counts @ tallies.reshape(n, 3 * c).astype(np.float64)).reshape(samples, 3, c))
+             for tallies in (tallies_a, tallies_b)]
+    full = _miou_batch(np.stack([tallies_a.sum(0), tallies_b.sum(0)]).astype(np.float64))
     return float(full[0] - full[1]), mious[0] - mious[1]
 
 
-def bootstrap_delta(conf_a: np.ndarray, conf_b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
+def bootstrap_delta(tallies_a: np.ndarray, tallies_b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
     """mIoU(a) - mIoU(b) on the same test images, with a 95% percentile interval over resampled images."""
-    delta, draws = bootstrap_samples(conf_a, conf_b, samples, seed)
+    delta, draws = bootstrap_samples(tallies_a, tallies_b, samples, seed)
     low, high = np.percentile(draws, [2.5, 97.5])
     return {"delta": delta, "low": float(low), "high": float(high)}

@@ -3,30 +3,31 @@
 For each split, in a model's `predict/` folder, all written atomically:
   {split}_pred     ragged uint8 (H, W) per image (seg_p2p.ragged): the argmax at the evaluation size (resize mode:
                    crop_size; slide mode: the photo's native size), taken from full-size probabilities;
-  {split}_probs    ragged float16 (C, h, w) per image: the probabilities at that size, shrunk (area) so the longer
-                   side is at most inference.max_stored_side; bounded disk whatever the photos' size, and readers
-                   grow them back to the evaluation size (inference.resample);
-  {split}_masks/   <name>.png index PNGs of the predictions.
+  {split}_probs    a member's only (the ensembles' inputs; a strategy's own are read by nothing): the probabilities,
+                   shrunk (area) so the longer side is at most inference.max_stored_side, every class or the most
+                   probable inference.stored_classes (seg_p2p.probabilities); readers grow them back to the
+                   evaluation size (inference.resample).
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seg_p2p.atomic import atomic_dir, check_writable
+from seg_p2p.atomic import check_writable
 from seg_p2p.checkpoint import load_weights
 from seg_p2p.config import Config
 from seg_p2p.device import select_device, to_device
 from seg_p2p.inference import Inference, resample, stored_size
 from seg_p2p.models import build_member
+from seg_p2p.probabilities import open_probabilities
 from seg_p2p.ragged import RaggedArray, open_ragged
 
 
@@ -34,42 +35,52 @@ def pred_array(predict_dir: Path, split: str) -> RaggedArray:
     return RaggedArray(predict_dir / f"{split}_pred")
 
 
+@dataclass(frozen=True)
+class SplitOutput:
+    """Where a split's predictions go and what is stored: `store_probs` for a member (the ensembles read them)."""
+
+    folder: Path
+    split: str
+    eval_sizes: list[tuple[int, int]]  # each image's evaluation size
+    num_classes: int
+    store_probs: bool = False
+
+
 class PredictionWriter:
     """Fills one split's outputs image by image: `write(i, probs)` with (C, H, W) probabilities at eval size."""
 
-    def __init__(self, probs, pred, masks: Path, names: list[str], stored: list[tuple]):
-        self.probs, self.pred, self.masks, self.names, self.stored = probs, pred, masks, names, stored
+    def __init__(self, pred, probs, stored_sizes: list[tuple[int, int]]):
+        self.pred, self.probs, self.stored_sizes = pred, probs, stored_sizes
 
     def write(self, i: int, probs: torch.Tensor) -> None:
-        pred = probs.argmax(0).to(torch.uint8).cpu().numpy()
-        self.pred[i] = pred
-        self.probs[i] = resample(probs[None], self.stored[i][1:])[0].cpu().numpy().astype(np.float16)
-        Image.fromarray(pred).save(self.masks / f"{Path(self.names[i]).stem}.png")
+        self.pred[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
+        if self.probs is not None:
+            self.probs[i] = resample(probs[None], self.stored_sizes[i])[0]
 
 
 @contextmanager
-def prediction_writer(out_dir: Path, split: str, names: list[str], eval_sizes: list[tuple[int, int]],
-                      num_classes: int, max_stored_side: int) -> Iterator[PredictionWriter]:
-    stored = [(num_classes, *stored_size(size, max_stored_side)) for size in eval_sizes]
+def prediction_writer(target: SplitOutput, inference: Inference) -> Iterator[PredictionWriter]:
+    settings = inference.settings
+    stored = [stored_size(size, settings.max_stored_side) for size in target.eval_sizes]
     with ExitStack() as stack:
-        probs = stack.enter_context(open_ragged(out_dir / f"{split}_probs", np.float16, stored))
-        pred = stack.enter_context(open_ragged(out_dir / f"{split}_pred", np.uint8, eval_sizes))
-        masks = stack.enter_context(atomic_dir(out_dir / f"{split}_masks"))
-        yield PredictionWriter(probs, pred, masks, names, stored)
+        probs = None
+        if target.store_probs:
+            probs = stack.enter_context(open_probabilities(target.folder, target.split, target.num_classes,
+                                                           settings.stored_classes, stored))
+        pred = stack.enter_context(open_ragged(target.folder / f"{target.split}_pred", np.uint8, target.eval_sizes))
+        yield PredictionWriter(pred, probs, stored)
 
 
 @torch.no_grad()
 def predict_split(predict: Callable[[dict], torch.Tensor], dataset, inference: Inference, device: torch.device,
-                  out_dir: Path, split: str, names: list[str], eval_sizes: list[tuple[int, int]], num_classes: int,
-                  label: str) -> None:
+                  target: SplitOutput, label: str) -> None:
     """Write a split's outputs; `predict(batch)` gives (N, C, h, w) probabilities, grown to each eval size."""
     loader = DataLoader(dataset, batch_size=inference.loader_batch_size())
-    with prediction_writer(out_dir, split, names, eval_sizes, num_classes,
-                           inference.settings.max_stored_side) as writer:
-        for batch in tqdm(loader, desc=f"predict {label} {split}", leave=False):
+    with prediction_writer(target, inference) as writer:
+        for batch in tqdm(loader, desc=f"predict {label} {target.split}", leave=False):
             probs = predict(to_device(batch, device, False))
             for j, i in enumerate(batch["index"].tolist()):
-                writer.write(i, resample(probs[j:j + 1], eval_sizes[i])[0])
+                writer.write(i, resample(probs[j:j + 1], target.eval_sizes[i])[0])
 
 
 def photo_predictor(model, inference: Inference, names: list[str]) -> Callable[[dict], torch.Tensor]:
@@ -101,5 +112,6 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
     for split in splits:
         dataset = SegmentationDataset(data, split, build_transform(cfg, train=False))
         names = data.names(split)
-        predict_split(photo_predictor(model, inference, names), dataset, inference, device, out_dir, split, names,
-                      [inference.eval_size(size) for size in data.sizes(split)], data.spec.num_classes, name)
+        target = SplitOutput(out_dir, split, [inference.eval_size(size) for size in data.sizes(split)],
+                             data.spec.num_classes, store_probs=True)
+        predict_split(photo_predictor(model, inference, names), dataset, inference, device, target, name)

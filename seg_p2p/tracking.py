@@ -77,6 +77,11 @@ def create_parent_run(cfg: Config, key: str) -> str | None:
         return None
 
 
+def remote_store(uri: str) -> bool:
+    """Whether a tracking URI is a server other machines reach (http, https, databricks), not a local file."""
+    return uri.split(":", 1)[0] in ("http", "https", "databricks")
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for key, value in tree.items():
@@ -208,6 +213,17 @@ class Tracker:
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.mlflow is not None:
             self._call(self.mlflow.log_artifact, str(path), folder)
+
+    def log_checkpoint(self, path: Path) -> None:
+        """The run's weights: uploaded where the store is a tracking server (other machines read its artifacts),
+        else named by a tag, since on a local store an artifact is a second copy of a file this machine keeps in
+        the run folder (and DVC's cache links it, never copies)."""
+        if self.mlflow is None:
+            return
+        if remote_store(self.mlflow.get_tracking_uri()):
+            self.log_artifact(path, "model")
+        else:
+            self._call(self.mlflow.set_tag, "checkpoint", str(Path(path).resolve()))
 
     def finish_parent(self, metrics: dict[str, float]) -> None:
         """The study's headline numbers on the parent run, which is marked finished (until a rerun's report)."""

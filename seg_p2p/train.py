@@ -48,5 +48,5 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
             summary = fit(model, train_set, val_set, job, resume)
         except TrainingDiverged as exc:
             raise UserError(str(exc)) from None
-        tracker.log_artifact(checkpoint(out_dir), "model")
+        tracker.log_checkpoint(checkpoint(out_dir))
     return summary

@@ -249,7 +249,7 @@ def test_a_cancelled_training_stops_its_dependents_and_resubmitting_finishes_the
 def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
     """No SLURM asked for: one local job runs `dvc repro` (submitit's local executor), with the same client."""
     root = tmp_path
-    tiny_params(root, {"cluster": {"executor": "local", "poll_seconds": 1}})
+    tiny_params(root, {"cluster": {"executor": "local", "poll_seconds": 1}, "strategies": []})
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "prepare": {"cmd": "echo data > a.txt", "outs": ["a.txt"]},
         "report": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}}))
@@ -260,18 +260,15 @@ def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
     assert "nothing to submit" in cluster(["cluster", "run"], root).stderr
 
 
-def test_dry_run_prints_the_plan_and_submits_nothing(tmp_path):
-    root = tmp_path
-    tiny_params(root, {"cluster": {"resources": {"train": {"cpus": 3}}}})
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "prepare": {"cmd": "echo data > a.txt", "outs": ["a.txt"]},
-        "train": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}}))
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        run_in(command, root)
-    result = cluster(["cluster", "run", "--dry-run"], root)
-    plan = [line.split() for line in result.stderr.splitlines()]
-    assert ["train", "3", "1", "32G", "1440m", "prepare"] in plan, result.stderr
-    assert not (root / ".cluster").exists() and not (root / "a.txt").exists()
+def test_the_plan_shows_each_stage_job_request_and_submits_nothing(tmp_path):
+    """`seg-p2p plan` replaces `cluster run --dry-run`: every stage of the study with what its job asks for."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "ensembles", tmp_path / "ensembles")
+    tiny_params(tmp_path, {"cluster": {"resources": {"train": {"cpus": 3}}}})
+    result = cluster(["plan"], tmp_path)
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if "@" in line}
+    assert rows["train@pix2pix-0"].endswith("3 cpus, 1 gpus, 32G, 1440m"), result.stdout
+    assert rows["evaluate@0"].endswith("4 cpus, 0 gpus, 16G, 240m")
+    assert not (tmp_path / ".cluster").exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("delta, fragment", [

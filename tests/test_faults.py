@@ -196,7 +196,6 @@ def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(workspace
     assert assert_outputs_complete(out) == []  # the finished run swept the killed runs' temp files
     assert read_history(out / "history.csv") == read_history(ref_out / "history.csv")
     assert comparable_summary(out / "summary.json") == comparable_summary(ref_out / "summary.json")
-    assert_same_weights(out / "checkpoints" / "last.pt", ref_out / "checkpoints" / "last.pt")
     assert_same_weights(out / "checkpoints" / "best.pt", ref_out / "checkpoints" / "best.pt")
 
     runs = mlflow_runs(tmp_path)
@@ -354,7 +353,7 @@ def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, 
 
     out = tmp_path / "train"
     main(train_argv(workspace, out, member="unet_l1"))
-    weights = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    weights = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["model"]
     main(train_argv(workspace, out, member="unet_l1"))
     assert "after epoch 3" in capsys.readouterr().err
     assert len(read_history(out / "history.csv")) == 3
@@ -368,7 +367,7 @@ def test_finished_run_is_resumed_only_into_the_same_inputs(workspace, tmp_path, 
     assert "starting over" in capsys.readouterr().err
     assert len(read_history(out / "history.csv")) == 3
     assert assert_outputs_complete(out) == []
-    retrained = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    retrained = torch.load(out / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert any(not torch.equal(weights[k], retrained[k]) for k in weights)
 
 

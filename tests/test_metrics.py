@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from seg_p2p.metrics import (SegmentationScorer, bootstrap_delta, flops_per_image, inference_cost,
+from seg_p2p.metrics import (SegmentationScorer, bootstrap_delta, class_tallies, flops_per_image, inference_cost,
                              inference_ms_per_image, scores_from_confusion)
 
 NAMES = ["sky", "road", "car", "tree"]
@@ -19,11 +19,13 @@ def test_scores_by_hand():
     pred = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
     scorer = SegmentationScorer(NAMES)
     scorer.update(pred, target)
-    streamed, confusion = scorer.compute()
-    expected = [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]  # rows: truth, columns: prediction
-    assert confusion.dtype == np.int64 and confusion.shape == (1, 4, 4) and confusion[0].tolist() == expected
+    streamed, tallies = scorer.compute()
+    confusion = np.array([[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])  # rows: truth, columns: prediction
+    # per class: true positives, pixels in the truth, pixels predicted
+    assert tallies.dtype == np.int64 and tallies.shape == (1, 3, 4)
+    assert tallies[0].tolist() == [[2, 1, 0, 0], [3, 2, 0, 0], [2, 2, 1, 0]]
 
-    scores = scores_from_confusion(confusion.sum(0), NAMES)
+    scores = scores_from_confusion(confusion, NAMES)
     assert scores["per_class_iou"] == pytest.approx({"sky": 2 / 3, "road": 1 / 3, "car": 0.0, "tree": None})
     assert scores["per_class_accuracy"] == pytest.approx({"sky": 2 / 3, "road": 1 / 2, "car": 0.0, "tree": None})
     assert scores["miou"] == pytest.approx(1 / 3)  # tree skipped, car counts 0
@@ -48,16 +50,19 @@ def numpy_confusion(pred: np.ndarray, target: np.ndarray, classes: int) -> np.nd
     return confusion
 
 
-def test_per_image_confusions_equal_plain_numpy():
+def test_per_image_tallies_equal_plain_numpy():
     generator = torch.Generator().manual_seed(0)
     scorer, expected = SegmentationScorer(4), []
     for _ in range(2):  # per-image order is kept across batches
         pred, target = _random_batch(generator, classes=4)
         scorer.update(pred, target)
-        expected += [numpy_confusion(p.numpy(), t.numpy(), 4) for p, t in zip(pred, target)]
+        for p, t in zip(pred.numpy(), target.numpy()):
+            valid = t != 255
+            expected.append([np.bincount(t[valid][t[valid] == p[valid]], minlength=4),
+                             np.bincount(t[valid], minlength=4), np.bincount(p[valid], minlength=4)])
     _, ours = scorer.compute()
-    assert ours.dtype == np.int64 and ours.shape == (6, 4, 4)
-    np.testing.assert_array_equal(ours, np.stack(expected))
+    assert ours.dtype == np.int64 and ours.shape == (6, 3, 4)
+    np.testing.assert_array_equal(ours, np.array(expected))
 
 
 @pytest.mark.parametrize("which", ["target", "pred"])
@@ -68,16 +73,22 @@ def test_out_of_range_class_ids_are_refused(which):
         SegmentationScorer(4).update(ids["pred"], ids["target"])
 
 
-def test_scorer_matches_scores_from_summed_per_image_confusions():
+def test_scorer_matches_scores_from_summed_per_image_tallies():
     generator = torch.Generator().manual_seed(1)
-    scorer = SegmentationScorer(NAMES)
+    scorer, scorer_inputs = SegmentationScorer(NAMES), ([], [])
     for _ in range(3):
         pred, target = _random_batch(generator)
         pred[pred == 3] = 2  # class 3 never predicted
         scorer.update(pred, target)
+        scorer_inputs[0].extend(pred)
+        scorer_inputs[1].extend(target)
     scores, per_image = scorer.compute()
-    assert per_image.shape == (9, 4, 4) and per_image.dtype == np.int64
-    recomputed = scores_from_confusion(per_image.sum(0), NAMES)
+    assert per_image.shape == (9, 3, 4) and per_image.dtype == np.int64
+    confusion = np.zeros((4, 4), np.int64)
+    for p, t in zip(*scorer_inputs):
+        confusion += numpy_confusion(p.numpy(), t.numpy(), 4)
+    np.testing.assert_array_equal(class_tallies(confusion), per_image.sum(0))
+    recomputed = scores_from_confusion(confusion, NAMES)
     for key in ("miou", "pixel_accuracy", "mean_class_accuracy"):
         assert recomputed[key] == pytest.approx(scores[key], abs=1e-6)
     assert recomputed["per_class_iou"] == scores["per_class_iou"]
@@ -130,19 +141,23 @@ def _confusions(rng, n, classes, error_rate):
     return conf
 
 
+def _tallies(rng, n, classes, error_rate):
+    return class_tallies(_confusions(rng, n, classes, error_rate))
+
+
 def test_bootstrap_identical_models_give_zero_delta_and_zero_width():
-    conf = _confusions(np.random.default_rng(0), 20, 5, 0.3)
-    assert bootstrap_delta(conf, conf.copy()) == {"delta": 0.0, "low": 0.0, "high": 0.0}
+    tallies = _tallies(np.random.default_rng(0), 20, 5, 0.3)
+    assert bootstrap_delta(tallies, tallies.copy()) == {"delta": 0.0, "low": 0.0, "high": 0.0}
 
 
 def test_bootstrap_better_model_has_positive_interval_and_is_fast():
     rng = np.random.default_rng(0)
     good, bad = _confusions(rng, 100, 12, 0.1), _confusions(rng, 100, 12, 0.3)
     start = time.perf_counter()
-    result = bootstrap_delta(good, bad, samples=1000)
+    result = bootstrap_delta(class_tallies(good), class_tallies(bad), samples=1000)
     assert time.perf_counter() - start < 1.0
     assert 0 < result["low"] <= result["delta"] <= result["high"]
     assert result["delta"] == pytest.approx(scores_from_confusion(good.sum(0), list("abcdefghijkl"))["miou"]
                                             - scores_from_confusion(bad.sum(0), list("abcdefghijkl"))["miou"])
-    flipped = bootstrap_delta(bad, good, samples=1000)
+    flipped = bootstrap_delta(class_tallies(bad), class_tallies(good), samples=1000)
     assert flipped["high"] < 0 and flipped["delta"] == pytest.approx(-result["delta"])

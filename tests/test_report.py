@@ -9,7 +9,7 @@ import pytest
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.layout import model_dir
-from seg_p2p.metrics import scores_from_confusion
+from seg_p2p.metrics import class_tallies, scores_from_confusion
 from seg_p2p.ragged import open_ragged
 from seg_p2p.report import load_study, subject, write_report
 from seg_p2p.report.verdict import adds_sentence, effect, pays_sentence, trainable_sentence
@@ -94,7 +94,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
         evaluate.mkdir(parents=True)
         for model in list(members) + list(strategies):
             conf = _confusions(errors[model][index])
-            np.save(evaluate / f"{model}_test_confusion.npy", conf)
+            np.save(evaluate / f"{model}_test_tallies.npy", class_tallies(conf))
             gan = model in GAN
             record = {"model": model, "kind": "member" if model in members else "ensemble", "seed": seed,
                       **scores_from_confusion(conf.sum(0), CLASSES),
@@ -112,7 +112,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                     record["members_inside"] = {}
                     for member in record["members"]:
                         alone = _confusions(errors.get(f"{model}@{member}", INSIDE_ERRORS)[index])
-                        np.save(evaluate / f"{model}@{member}_test_confusion.npy", alone)
+                        np.save(evaluate / f"{model}@{member}_test_tallies.npy", class_tallies(alone))
                         record["members_inside"][member] = scores_from_confusion(alone.sum(0), CLASSES)
             (evaluate / f"{model}.json").write_text(json.dumps(record))
             folder = model_dir(runs / f"seed{seed}", model, members)
@@ -234,7 +234,7 @@ def test_single_seed_without_joint_shows_plain_means_and_says_what_is_untested(t
 
 
 @pytest.mark.parametrize("missing, stage", [
-    ("runs/seed1/evaluate/joint_test_confusion.npy", "dvc repro evaluate"),
+    ("runs/seed1/evaluate/joint_test_tallies.npy", "dvc repro evaluate"),
     ("runs/seed0/evaluate/unet_l1.json", "dvc repro evaluate"),
     ("runs/seed0/ensembles/learned/predict/test_pred.npy", "dvc repro ensemble"),
     ("runs/seed1/members/unet_ce/train/history.csv", "dvc repro train"),
@@ -363,8 +363,8 @@ def test_members_inside_each_joint_run_are_scored_against_alone_and_the_control(
     assert (f"Scored on their own: pix2pix scores {_iou(1):.3f} alone from `joint`'s weights against "
             f"{np.mean([_iou(e) for e in ERRORS['pix2pix']]):.3f} trained on its own") in text
     assert "inside its control `control`" in text and "a better segmenter" in text
-    (runs / "seed1" / "evaluate" / "joint@unet_l1_test_confusion.npy").unlink()
-    with pytest.raises(UserError, match=r"joint@unet_l1_test_confusion.npy: missing; run `dvc repro evaluate`"):
+    (runs / "seed1" / "evaluate" / "joint@unet_l1_test_tallies.npy").unlink()
+    with pytest.raises(UserError, match=r"joint@unet_l1_test_tallies.npy: missing; run `dvc repro evaluate`"):
         load_study(cfg, data, runs)
 
 

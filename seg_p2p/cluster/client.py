@@ -17,6 +17,7 @@ from seg_p2p.cluster.plan import current_inputs, describe, read_plan
 from seg_p2p.cluster.submission import DONE, PENDING, RECORD, RUNNING, Submission, pick_executor, submit
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
+from seg_p2p.plan import announce
 from seg_p2p.environment import dvc_executable, stage_environment
 from seg_p2p.tracking import PARENT_RUN_ENV, create_parent_run, experiment_key
 
@@ -31,7 +32,7 @@ def say(message: str) -> None:
     print(f"seg-p2p cluster: {message}", file=sys.stderr, flush=True)
 
 
-def cluster_run(cfg: Config, root: Path, dry_run: bool = False, wait: bool = True, experiment: str | None = None,
+def cluster_run(cfg: Config, root: Path, wait: bool = True, experiment: str | None = None,
                 tracking_root: Path | None = None) -> None:
     """Submit every out-of-date stage of the pipeline in `root`; `experiment`: the DVC experiment the jobs make
     (an experiment's own workspace); `tracking_root`: where the default MLflow store lives (the repo's)."""
@@ -44,16 +45,14 @@ def cluster_run(cfg: Config, root: Path, dry_run: bool = False, wait: bool = Tru
         if active:
             raise UserError(f"{path}: the last submission is still running ({len(active)} jobs, e.g. {active[0]}); "
                             "follow it with `seg-p2p cluster status`, or cancel its jobs (scancel) to submit anew")
-        if not dry_run:
-            collect(previous, states, root)
+        collect(previous, states, root)
     plan = read_plan(root, cfg)
     if not plan:
         say("every stage is up to date: nothing to submit")
         return
+    announce(cfg, root, root / "ensembles")
     say(f"{len(plan)} stages out of date, {kind} executor{' (dvc repro in one job)' if kind == 'local' else ''}:\n"
         + describe(plan))
-    if dry_run:
-        return
     env = job_environment(cfg, root, experiment, tracking_root or root)
     submission = submit(plan, root, cfg.cluster, env, experiment)
     say(f"submitted {len(submission.jobs)} jobs (logs in {root / cfg.cluster.folder / 'jobs'}); "

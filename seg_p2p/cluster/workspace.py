@@ -15,9 +15,7 @@ from contextlib import chdir
 from pathlib import Path
 
 from seg_p2p.errors import UserError
-from seg_p2p.environment import dvc_executable
-
-CACHE_LINKS = "reflink,hardlink,symlink,copy"  # the first the filesystem allows; DVC unprotects before a rerun
+from seg_p2p.environment import CACHE_LINKS, dvc_executable
 
 
 def git(root: Path, *args: str) -> str:

@@ -17,7 +17,7 @@ from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, Strat
                                        register_combiner)
 from seg_p2p.inference import Inference, resample
 from seg_p2p.metrics import inference_ms_per_image
-from seg_p2p.predict import prediction_writer
+from seg_p2p.predict import SplitOutput, prediction_writer
 
 
 def combine_vote(probs: np.ndarray) -> np.ndarray:
@@ -38,13 +38,12 @@ class FixedCombiner(CombinerKind):
         return scores / np.maximum(scores.sum(1, keepdims=True), 1e-12)
 
     def run(self, job: StrategyRun) -> None:
-        probs = member_probs(job.runs_dir, job.strategy.members, "test")  # missing outputs fail before tracking
+        probs = member_probs(job.runs_dir, job.strategy.members, "test",
+                             job.data.spec.num_classes)  # missing outputs fail before tracking
         inference = Inference.from_config(job.cfg)
-        names = job.data.names("test")
         eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
-        with job.tracker(), prediction_writer(job.out_dir / "predict", "test", names, eval_sizes,
-                                              job.data.spec.num_classes,
-                                              inference.settings.max_stored_side) as writer:
+        target = SplitOutput(job.out_dir / "predict", "test", eval_sizes, job.data.spec.num_classes)
+        with job.tracker(), prediction_writer(target, inference) as writer:
             for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name}", unit="img", leave=False)):
                 members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
                                        for p in probs])
@@ -58,6 +57,9 @@ class FixedCombiner(CombinerKind):
             return torch.from_numpy(self.combine(probs.cpu().numpy()))
 
         return predict
+
+    def plan(self, strategy, estimator):
+        return estimator.fixed_strategy()
 
     def cost(self, inputs: CostInputs) -> dict:
         cost = members_cost(inputs)

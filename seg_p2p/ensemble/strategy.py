@@ -17,7 +17,7 @@ from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.layout import checkpoint
 from seg_p2p.models import PARAMETER_ROLES
-from seg_p2p.ragged import RaggedArray
+from seg_p2p.probabilities import StoredProbabilities, probability_files
 from seg_p2p.settings import Strict, deep_merge, read_yaml, validation_message
 from seg_p2p.tracking import Tracker, flatten
 
@@ -106,6 +106,11 @@ class CombinerKind:
         (1, C, H, W) probabilities, computed as the pipeline computes this strategy's test predictions."""
         raise NotImplementedError
 
+    def plan(self, strategy: StrategyConfig, estimator):
+        """What running the strategy costs, before it runs (`seg-p2p plan`): the seg_p2p.plan.estimate.Estimator part
+        of this kind (a StagePlan: steps, FLOPs, disk, memory)."""
+        raise NotImplementedError
+
     def report_fields(self, strategy: StrategyConfig) -> dict:
         """`curves`: the report plots its training history; `hypothesis`: its row in the end-to-end table
         (label, role: stacking | control | end_to_end, discriminator, beta, init, balance) or None."""
@@ -180,25 +185,27 @@ def training_budgets(cfg: Config, folder: Path) -> dict[str, dict[str, int]]:
     return budgets
 
 
-def probs_path(runs_dir: Path, member: str, split: str) -> Path:
-    """The member's stored probabilities of a split (the ragged array's data file)."""
-    return runs_dir / member / "predict" / f"{split}_probs.npy"
-
-
 def weights_path(runs_dir: Path, member: str) -> Path:
     return checkpoint(runs_dir / member / "train")
 
 
-def member_probs(runs_dir: Path, members: list[str], split: str) -> list[RaggedArray]:
+def member_probs(runs_dir: Path, members: list[str], split: str, num_classes: int) -> list[StoredProbabilities]:
     """The members' stored probabilities of a split, memory-mapped; a missing one names the stage to run."""
     arrays = []
     for member in members:
-        path = probs_path(runs_dir, member, split)
-        if not path.exists() or not path.with_suffix(".json").exists():
-            raise UserError(f"{path}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
+        folder = runs_dir / member / "predict"
+        data, shapes = probability_files(folder, split)[:2]
+        if not data.exists() or not shapes.exists():
+            raise UserError(f"{data}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
                             "first")
-        arrays.append(RaggedArray(path.with_suffix("")))
+        arrays.append(StoredProbabilities(folder, split, num_classes))
     return arrays
+
+
+def member_probability_files(runs_dir: Path, members: list[str], split: str) -> list[Path]:
+    """Every file of the members' stored probabilities of a split (a run's identity hashes them)."""
+    return [path for member in members for path in probability_files(runs_dir / member / "predict", split)
+            if path.exists()]
 
 
 def members_cost(inputs: CostInputs) -> dict:

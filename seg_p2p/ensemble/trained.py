@@ -26,14 +26,15 @@ from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.ensemble.balance import BalanceMode
 from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
 from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, StrategyConfig, StrategyRun,
-                                       member_probs, members_cost, probs_path, register_combiner, weights_path)
+                                       member_probability_files, member_probs, members_cost, register_combiner,
+                                       weights_path)
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.metrics import inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.inference import Inference
 from seg_p2p.layout import checkpoint, inside, inside_predict_dir
-from seg_p2p.predict import photo_predictor, predict_split
+from seg_p2p.predict import SplitOutput, photo_predictor, predict_split
 from seg_p2p.settings import error_text
 
 
@@ -110,15 +111,15 @@ class TrainedCombiner(CombinerKind):
             names = job.data.names("test")
             eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
             predict_split(self.predictor(model, inference, names), setup.test, inference, device,
-                          job.out_dir / "predict", "test", names, eval_sizes, spec.num_classes, job.name)
+                          SplitOutput(job.out_dir / "predict", "test", eval_sizes, spec.num_classes), job.name)
             if self.scores_members_inside:
                 # Each member as this run trained it, alone, through the member's own inference path (predict's):
                 # whether end-to-end training made it a better segmenter, or only a better complement.
                 for name, member in model.members.items():
                     torch.manual_seed(0)  # dropout_at_test draws from it, as in predict_member
                     predict_split(photo_predictor(member, inference, names), setup.test, inference, device,
-                                  inside_predict_dir(job.out_dir, name), "test", names, eval_sizes, spec.num_classes,
-                                  inside(job.name, name))
+                                  SplitOutput(inside_predict_dir(job.out_dir, name), "test", eval_sizes,
+                                              spec.num_classes), inside(job.name, name))
 
     def photo_inference(self, inference: Inference) -> Inference | None:
         """How the engine labels val images: a kind whose model takes more than photos returns None."""
@@ -147,13 +148,17 @@ class Stacking(TrainedCombiner):
         members = job.strategy.members
         model = StackingModel(len(members), job.data.spec.num_classes, job.strategy.fusion)
         # Random crop_size crops of the val images batch whatever their size (slide mode); the test split runs whole.
-        train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val"), _dataset(job, "val"),
+        classes = job.data.spec.num_classes
+        train_set = ProbabilityDataset(member_probs(job.runs_dir, members, "val", classes), _dataset(job, "val"),
                                        job.cfg.data.crop_size, job.seed)
-        test_set = ProbabilityDataset(member_probs(job.runs_dir, members, "test"), _dataset(job, "test"))
-        return TrainingSetup(model, train_set, None, test_set, [probs_path(job.runs_dir, m, "val") for m in members])
+        test_set = ProbabilityDataset(member_probs(job.runs_dir, members, "test", classes), _dataset(job, "test"))
+        return TrainingSetup(model, train_set, None, test_set, member_probability_files(job.runs_dir, members, "val"))
 
     def photo_inference(self, inference):
         return None
+
+    def plan(self, strategy, estimator):
+        return estimator.stacking(strategy)
 
     def predictor(self, model, inference, names):
         """The fusion net over the members' stored probabilities, at their stored size (predict_split grows it)."""
@@ -224,6 +229,9 @@ class Joint(TrainedCombiner):
         # As many training images as val, without the jitter: diversity on both, epoch by epoch, shows collusion.
         monitor = Subset(unjittered, range(min(len(val), len(unjittered))))
         return TrainingSetup(model, _dataset(job, "train"), val, _dataset(job, "test"), member_inputs, monitor)
+
+    def plan(self, strategy, estimator):
+        return estimator.joint(strategy)
 
     def photo_predictor(self, job: PhotoJob):
         model, _ = self.build(job.cfg, job.strategy, job.spec)

@@ -40,7 +40,7 @@ def paired_delta(study: Study, a: str, b: str) -> dict:
     """mIoU(a) - mIoU(b): the mean over seeds of each seed's difference on the test images, with a 95% two-level
     bootstrap interval: seeds resampled with replacement, then the test images within each drawn seed (the same
     images for both models), so the interval covers training randomness and the test set alike."""
-    per_seed = [bootstrap_samples(study.confusion(a, i), study.confusion(b, i), BOOTSTRAP_SAMPLES, seed=i)
+    per_seed = [bootstrap_samples(study.tallies(a, i), study.tallies(b, i), BOOTSTRAP_SAMPLES, seed=i)
                 for i in range(len(study.seeds))]
     deltas = [delta for delta, _ in per_seed]
     draws = np.stack([samples for _, samples in per_seed])  # (seeds, BOOTSTRAP_SAMPLES)

@@ -51,7 +51,7 @@ class Study:
     classes: list[str]
     colours: np.ndarray  # (C,3) uint8
     evals: dict[str, list[dict]]
-    _confusions: dict = field(default_factory=dict, repr=False)
+    _tallies: dict = field(default_factory=dict, repr=False)
     _histories: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -83,8 +83,8 @@ class Study:
         """Models with a training history, in the order of cfg: members, then strategies."""
         return [m for m in self.models if self.curves(m)]
 
-    def confusion_path(self, model: str, seed: int) -> Path:
-        return self.runs_dir / f"seed{seed}" / "evaluate" / f"{model}_test_confusion.npy"
+    def tallies_path(self, model: str, seed: int) -> Path:
+        return self.runs_dir / f"seed{seed}" / "evaluate" / f"{model}_test_tallies.npy"
 
     def pred_path(self, model: str) -> Path:
         """Test predictions of the first seed (the ragged array's data file): the qualitative grid shows one run."""
@@ -97,8 +97,8 @@ class Study:
         """Every file read after the evaluate records, with the stage that makes it."""
         files = [(self.data_dir / f"test_{part}", "prepare")
                  for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")]
-        files += [(self.confusion_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
-        files += [(self.confusion_path(inside(s, m), seed), "evaluate") for seed in self.seeds for s in self.strategies
+        files += [(self.tallies_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
+        files += [(self.tallies_path(inside(s, m), seed), "evaluate") for seed in self.seeds for s in self.strategies
                   if self.evals[s][0].get("members_inside") is not None for m in self.evals[s][0]["members"]]
         files += [(path, "predict" if m in self.members else "ensemble") for m in self.models
                   for path in (self.pred_path(m), self.pred_path(m).with_suffix(".json"))]
@@ -117,18 +117,18 @@ class Study:
             self._histories[key] = history
         return self._histories[key]
 
-    def confusion(self, model: str, index: int) -> np.ndarray:
-        """Per-image test confusions (N,C,C) of one model for the seed at `index` in cfg.seeds."""
+    def tallies(self, model: str, index: int) -> np.ndarray:
+        """Per-image test class tallies (N,3,C) of one model for the seed at `index` in cfg.seeds."""
         key = (model, index)
-        if key not in self._confusions:
-            path = self.confusion_path(model, self.seeds[index])
-            confusion = np.load(path)
-            expected = (self.n_test, len(self.classes), len(self.classes))
-            if confusion.shape != expected:
-                raise UserError(f"{path}: shape {confusion.shape}, expected {expected} (test images, classes, "
+        if key not in self._tallies:
+            path = self.tallies_path(model, self.seeds[index])
+            tallies = np.load(path)
+            expected = (self.n_test, 3, len(self.classes))
+            if tallies.shape != expected:
+                raise UserError(f"{path}: shape {tallies.shape}, expected {expected} (test images, tallies, "
                                 "classes); run `dvc repro evaluate` again")
-            self._confusions[key] = confusion
-        return self._confusions[key]
+            self._tallies[key] = tallies
+        return self._tallies[key]
 
     @cached_property
     def n_test(self) -> int:

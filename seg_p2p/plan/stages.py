@@ -1,0 +1,93 @@
+"""The study's stages as dvc.yaml expands them, each with its cost: the whole study, whatever is up to date.
+
+The stage names and dependencies are dvc.yaml's (tests/test_plan.py checks them against `dvc stage list` and DVC's
+graph); a strategy reaches the plan only through its kind (CombinerKind.plan), as every stage reaches it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seg_p2p.plan.estimate import (EVALUATE_RECORD, MLFLOW_RUN, MLFLOW_STORE, NPY_HEADER, PER_CLASS, REPORT, Estimator,
+                                   StagePlan, json_bytes, ragged_bytes)
+
+
+def member_stages(cfg, seed: int) -> tuple[str, ...]:
+    """The stages that write runs/seed{seed}/members, which the seed's later stages depend on whole."""
+    return tuple(f"{kind}@{member}-{seed}" for member in cfg.members for kind in ("train", "predict"))
+
+
+def prepare_stage(est: Estimator) -> StagePlan:
+    """Every image at its own size, 4 bytes a pixel (photo and mask), and the names."""
+    disk = json_bytes(est.spec.model_dump())
+    for split in ("train", "val", "test"):
+        sizes = est.sizes.split(split)
+        disk += ragged_bytes([(h, w, 3) for h, w in sizes], 1) + ragged_bytes(sizes, 1)
+        disk += json_bytes([f"{split}_{i:04d}" for i in range(len(sizes))])
+    return StagePlan("prepare", "prepare", outputs=("data/prepared",), disk_bytes=disk)
+
+
+def train_stage(est: Estimator, member: str, seed: int) -> StagePlan:
+    cost = est.member(member)
+    part = est.training(est.cfg.train, cost, len(est.sizes.train), history_columns=10)
+    part.name, part.kind, part.needs = f"train@{member}-{seed}", "train", ("prepare",)
+    part.outputs, part.rates = (f"runs/seed{seed}/members/{member}/train",), (member,)
+    return part
+
+
+def predict_stage(est: Estimator, member: str, seed: int) -> StagePlan:
+    """The val and test predictions and the stored probabilities the ensembles read."""
+    cost = est.member(member)
+    images = sum(len(est.sizes.split(s)) * est.inputs[s] for s in ("val", "test"))
+    disk = sum(est.predictions(split) + est.stored_probabilities(split) for split in ("val", "test"))
+    batch = est.inference.loader_batch_size()
+    return StagePlan(f"predict@{member}-{seed}", "predict", needs=("prepare", f"train@{member}-{seed}"),
+                     outputs=(f"runs/seed{seed}/members/{member}/predict",),
+                     inference_flops=round(images * cost.inference_flops), disk_bytes=disk,
+                     memory_bytes=cost.weight_bytes + cost.activation_bytes * batch // est.cfg.train.batch_size,
+                     rates=(member,))
+
+
+def ensemble_stage(est: Estimator, parts: dict[str, StagePlan], seed: int) -> StagePlan:
+    """Every strategy of the seed (`parts`: each one's cost), in series in one process (dvc.yaml's ensemble@seed)."""
+    stage = StagePlan(f"ensemble@{seed}", "ensemble", outputs=(f"runs/seed{seed}/ensembles",),
+                      needs=("prepare", *member_stages(est.cfg, seed)), rates=tuple(est.cfg.members))
+    for part in parts.values():
+        stage.steps += part.steps
+        stage.train_flops += part.train_flops
+        stage.inference_flops += part.inference_flops
+        stage.disk_bytes += part.disk_bytes
+        stage.memory_bytes = max(stage.memory_bytes, part.memory_bytes)
+    return stage
+
+
+def evaluate_stage(est: Estimator, strategies: dict, seed: int) -> StagePlan:
+    """Per model (member, strategy, member inside a joint run): its tallies, its JSON and its MLflow run."""
+    from seg_p2p.ensemble.strategy import combiner_kind
+
+    classes = est.spec.num_classes
+    models = len(est.cfg.members) + sum(1 + (len(s.members) if combiner_kind(s).scores_members_inside else 0)
+                                        for s in strategies.values())
+    per_model = (NPY_HEADER + len(est.sizes.test) * 3 * classes * 8 + EVALUATE_RECORD + 2 * PER_CLASS * classes
+                 + MLFLOW_RUN)
+    return StagePlan(f"evaluate@{seed}", "evaluate", needs=("prepare", *member_stages(est.cfg, seed), f"ensemble@{seed}"),
+                     outputs=(f"runs/seed{seed}/evaluate", f"runs/seed{seed}/per_class_iou.json",
+                              f"runs/seed{seed}/metrics.json"),
+                     disk_bytes=models * per_model)
+
+
+def study_stages(est: Estimator, strategies_dir: Path) -> list[StagePlan]:
+    """The stages of dvc.yaml for the estimator's study, in an order that runs each after what it needs."""
+    from seg_p2p.ensemble.strategy import combiner_kind, load_strategy
+
+    cfg = est.cfg
+    strategies = {name: load_strategy(cfg, name, strategies_dir) for name in cfg.strategies}
+    parts = {name: combiner_kind(strategy).plan(strategy, est) for name, strategy in strategies.items()}
+    stages = [prepare_stage(est)]
+    for seed in cfg.seeds:
+        for member in cfg.members:
+            stages += [train_stage(est, member, seed), predict_stage(est, member, seed)]
+        stages += [ensemble_stage(est, parts, seed), evaluate_stage(est, strategies, seed)]
+    stages.append(StagePlan("report", "report", needs=tuple(stage.name for stage in stages if stage.kind != "prepare"),
+                            outputs=(f"reports/{cfg.name}",), disk_bytes=REPORT + MLFLOW_STORE))
+    return stages

@@ -1,0 +1,159 @@
+"""`seg-p2p plan`: the study's stages as DVC has them, their costs, hours, the critical path and the disk check.
+
+Its disk figure against what a tiny study really leaves is checked in test_pipeline.py, on the study it runs.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, SEG_P2P, tiny_config, tiny_params
+
+from seg_p2p.errors import UserError
+
+
+def plan_json(*args: str, cwd: Path = REPO) -> dict:
+    result = subprocess.run([str(SEG_P2P), *args, "plan", "--json"], cwd=cwd, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def default_plan() -> dict:
+    return plan_json()
+
+
+def test_the_plan_has_dvcs_stages_and_dependencies(default_plan):
+    """Stage names and the stages each waits for are DVC's own, read from dvc.yaml and params.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
+        dvc = {stage.addressing: {dep.addressing for dep in graph.successors(stage)} for stage in graph.nodes}
+    ours = {stage["name"]: set(stage["needs"]) for stage in default_plan["stages"]}
+    assert ours == dvc
+
+
+def test_totals_add_up_and_the_critical_path_is_a_chain(default_plan):
+    stages = {stage["name"]: stage for stage in default_plan["stages"]}
+    total = default_plan["total"]
+    assert total["jobs"] == len(stages) == 32
+    assert total["disk_bytes"] == sum(stage["disk_bytes"] for stage in stages.values())
+    assert total["train_flops"] == sum(stage["train_flops"] for stage in stages.values()) > 0
+    path = total["critical_path"]
+    assert path[0] == "prepare" and path[-1] == "report"
+    assert all(before in stages[after]["needs"] for before, after in zip(path, path[1:]))
+    # the slowest member by FLOPs lies on it (the joint runs of its seed follow it)
+    slowest = max((s for s in stages.values() if s["kind"] == "train"), key=lambda s: s["flops"])
+    assert slowest["name"].split("-")[0] in {name.split("-")[0] for name in path}
+    assert total["hours"] is None and total["critical_path_flops"] == sum(stages[n]["flops"] for n in path)
+
+
+def test_a_throughput_turns_flops_into_hours(tmp_path):
+    """In a folder with a params file and strategies only: the plan needs no DVC project and no data."""
+    tiny_params(tmp_path)
+    (tmp_path / "ensembles").symlink_to(REPO / "ensembles")
+    result = subprocess.run([str(SEG_P2P), "plan", "--json", "--throughput", "0.5"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = json.loads(result.stdout)
+    flops = sum(stage["flops"] for stage in plan["stages"] if stage["kind"] in ("train", "predict", "ensemble"))
+    assert plan["total"]["hours"] == pytest.approx(flops / 0.5e12 / 3600)
+    assert plan["total"]["hours_on"] == "0.5 TFLOP/s achieved" and plan["total"]["gpu_hours"] is None  # a CPU study
+
+
+def test_measure_times_each_member_here_and_says_it_is_the_cpu(tmp_path):
+    from seg_p2p.plan import study_plan
+
+    plan = study_plan(tiny_config(), REPO / "ensembles", measure=True)
+    assert set(plan.rates.measured) == set(tiny_config().members)
+    assert plan.rates.device.startswith("cpu (") and plan.total()["hours"] > 0
+
+
+def test_a_study_that_does_not_fit_the_free_disk_stops_in_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    from seg_p2p.plan import announce, study_plan
+
+    cfg = tiny_config()
+    needed = study_plan(cfg, REPO / "ensembles").total()["disk_bytes"]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, needed - 1))
+    with pytest.raises(UserError, match=r"still writes .* GB and .* GB are free") as error:
+        announce(cfg, tmp_path, REPO / "ensembles")
+    assert "\n" not in str(error.value)
+    # what a stage's outputs already hold counts as written: a study half done needs only the rest
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").write_bytes(b"x" * 10**6)
+    announce(cfg, tmp_path, REPO / "ensembles")
+
+
+def test_a_published_dataset_not_downloaded_is_planned_from_its_published_counts():
+    from seg_p2p.config import load_config
+    from seg_p2p.plan.data import split_sizes
+
+    sizes = split_sizes(load_config(REPO / "params.yaml", REPO / "experiments" / "ade20k-gpu.yaml").data)
+    assert (len(sizes.train), len(sizes.val), len(sizes.test)) == (20210 - 2021, 2021, 2000)
+    assert "published counts" in sizes.source
+    with pytest.raises(UserError, match="data.root"):
+        split_sizes(tiny_config(data={"dataset": "mine.yaml", "root": "nowhere"}).data)
+
+
+def test_a_dataset_on_disk_is_sized_from_its_headers():
+    from conftest import shared_dataset
+
+    from seg_p2p.plan.data import split_sizes
+
+    root = shared_dataset("facades")
+    sizes = split_sizes(tiny_config(data={"dataset": "facades", "root": str(root)}).data)
+    assert (len(sizes.train), len(sizes.val), len(sizes.test)) == (360, 40, 106)
+    assert "headers" in sizes.source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment, limit_gb", [("facades-256-paper", 20), ("ade20k-gpu", 200)])
+def test_the_paper_scale_studies_fit_their_disk_budgets(experiment, limit_gb):
+    total = plan_json("--experiment", f"experiments/{experiment}.yaml")["total"]
+    assert total["disk_bytes"] <= limit_gb * 1e9, total["disk_bytes"] / 1e9
+
+
+# ---- what the plan assumes is what the code writes ----
+
+@pytest.mark.parametrize("classes, kept", [(8, 8), (20, 12)])
+def test_stored_probabilities_keep_every_class_up_to_stored_classes_then_the_most_probable(tmp_path, classes, kept):
+    from seg_p2p.plan.estimate import NPY_HEADER
+    from seg_p2p.probabilities import StoredProbabilities, open_probabilities, stored_bytes
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, classes, 5, 7) * 3, 1)
+    with open_probabilities(tmp_path, "test", classes, 12, [(5, 7)] * 2) as writer:
+        for i in range(2):
+            writer[i] = probs[i]
+    back = StoredProbabilities(tmp_path, "test", classes)
+    data_files = sorted(tmp_path.glob("*.npy"))
+    assert sum(f.stat().st_size - NPY_HEADER for f in data_files) == stored_bytes(classes, 12, 2 * 5 * 7)
+    for i in range(2):
+        original = probs[i].numpy().astype(np.float16).astype(np.float32)
+        if kept == classes:  # lossless: exactly what was computed, in float16
+            np.testing.assert_array_equal(back[i], original)
+            continue
+        np.testing.assert_array_equal(back[i].argmax(0), original.argmax(0))
+        top = np.sort(original, 0)[-kept:]
+        np.testing.assert_array_equal(np.sort(back[i], 0)[-kept:], top)  # the kept probabilities, exactly
+        np.testing.assert_allclose(back[i].sum(0), 1.0, atol=1e-2)  # the rest share what they leave
+
+
+def test_dvcs_cache_links_outputs_never_copies_them():
+    from seg_p2p.environment import CACHE_LINKS
+
+    config = (REPO / ".dvc" / "config").read_text()
+    assert f'type = "{CACHE_LINKS}"' in config and "copy" not in CACHE_LINKS
+
+
+def test_a_bad_experiment_is_named_in_one_line():
+    result = subprocess.run([str(SEG_P2P), "plan", "--experiment", "nope.yaml"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "nope.yaml" in result.stderr
