@@ -278,7 +278,7 @@ CASES = [
          ("joint.yaml: balance", "'equal'")),
     Case("experiment naming a strategy that does not exist", experiment({"strategies": ["max", "joint-beta42"]}),
          ("sweep.yaml: strategies: 'joint-beta42' has no ensembles/joint-beta42.yaml", "known: ", "fix the name")),
-    Case("strategy missing member outputs", strategy("max"), ("test_probs.npy: missing", "dvc repro predict")),
+    Case("strategy missing member outputs", strategy("max"), ("test_probs.npy: missing", "dvc repro -f -s predict")),
     Case("joint strategy without trained members", strategy("joint"), ("best.pt: checkpoint not found",)),
     # --- checkpoints
     Case("checkpoint trained on another dataset spec",
@@ -290,7 +290,7 @@ CASES = [
     Case("checkpoint from another member", predict("pix2pix", lambda w, d: w["unet_ce_ckpt"]),
          ("best.pt: checkpoint does not fit this model", "point --checkpoint at the right one")),
     Case("checkpoint of random bytes", predict("pix2pix", checkpoint_bytes(np.random.default_rng(0).bytes(4096))),
-         ("best.pt: not a readable seg_p2p checkpoint", "delete it and train again")),
+         ("best.pt: not a readable seg_p2p checkpoint", "delete the run's checkpoints/ folder and train again")),
     Case("empty checkpoint file", predict("pix2pix", checkpoint_bytes(b"")), ("not a readable seg_p2p checkpoint",)),
     Case("checkpoint holding a bare tensor", predict("unet_ce", checkpoint_object(lambda: __import__("torch").ones(3))),
          ("best.pt: not a seg_p2p checkpoint",)),

@@ -19,6 +19,7 @@ from seg_p2p.layout import checkpoint
 from seg_p2p.models import PARAMETER_ROLES
 from seg_p2p.ragged import RaggedArray
 from seg_p2p.settings import Strict, deep_merge, read_yaml, validation_message
+from seg_p2p.stored import rerun
 from seg_p2p.tracking import Tracker, flatten
 
 
@@ -190,15 +191,8 @@ def weights_path(runs_dir: Path, member: str) -> Path:
 
 
 def member_probs(runs_dir: Path, members: list[str], split: str) -> list[RaggedArray]:
-    """The members' stored probabilities of a split, memory-mapped; a missing one names the stage to run."""
-    arrays = []
-    for member in members:
-        path = probs_path(runs_dir, member, split)
-        if not path.exists() or not path.with_suffix(".json").exists():
-            raise UserError(f"{path}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
-                            "first")
-        arrays.append(RaggedArray(path.with_suffix("")))
-    return arrays
+    """The members' stored probabilities of a split, memory-mapped; a missing or damaged one names the stage to run."""
+    return [RaggedArray(probs_path(runs_dir, member, split).with_suffix(""), rerun("predict")) for member in members]
 
 
 def members_cost(inputs: CostInputs) -> dict:
