@@ -26,13 +26,20 @@ from seg_p2p.models.member import SegModel
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """The one reader of checkpoints: missing, truncated, damaged or not a mapping is one line naming the file.
+    A damaged one is fixed by training again from scratch: deleting both checkpoints, as a finished run whose
+    best.pt alone was deleted would resume from last.pt and never write best.pt again."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found; train the model first (`dvc repro train`)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
-        raise UserError(f"{path}: not a readable seg_p2p checkpoint ({type(exc).__name__}); "
-                        "delete it and train again") from None
+        raise UserError(f"{path}: not a readable seg_p2p checkpoint (truncated or damaged: {type(exc).__name__}); "
+                        "delete the run's checkpoints/ folder and train again") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a seg_p2p checkpoint (a {type(state).__name__}, not a mapping); delete the "
+                        "run's checkpoints/ folder and train again")
+    return state
 
 
 def load_weights(model: SegModel, path: Path, palette: np.ndarray | None = None) -> dict:
@@ -41,7 +48,7 @@ def load_weights(model: SegModel, path: Path, palette: np.ndarray | None = None)
     `palette`: the dataset's class colours; a checkpoint that records other classes is refused (the rgb
     head has no class-sized weights, so its state dict alone cannot tell)."""
     state = load_checkpoint(path)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+    if not isinstance(state.get("model"), dict):
         raise UserError(f"{path}: not a seg_p2p checkpoint (no model weights in it); point --checkpoint at a "
                         "checkpoints/best.pt written by `seg-p2p train`")
     if palette is not None and state.get("palette") is not None and \

@@ -18,7 +18,9 @@ from seg_p2p.errors import UserError
 def _config(args):
     from seg_p2p.config import load_config
 
-    return load_config(args.params, getattr(args, "experiment", None))
+    # The strategies a config names are files of the command's --strategies-dir, or else of the project's ensembles/.
+    return load_config(args.params, getattr(args, "experiment", None),
+                       strategies_dir=getattr(args, "strategies_dir", "ensembles"))
 
 
 def cmd_data_check(args):

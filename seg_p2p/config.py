@@ -14,7 +14,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_v
 
 from seg_p2p.data.settings import DataConfig
 from seg_p2p.errors import UserError
-from seg_p2p.settings import SEEDS, MemberSettings, Strict, deep_merge, experiment_settings, validation_message
+from seg_p2p.settings import (SEEDS, MemberSettings, Strict, deep_merge, experiment_settings, plain_name_problem,
+                              validation_message)
 
 
 class InferenceConfig(Strict):
@@ -156,15 +157,63 @@ class Config(Strict):
                                  f"'{self.train.device}'; give it 1, or set train.device: cpu to run it on CPUs")
         return self
 
+    @model_validator(mode="after")
+    def _plain_names_and_sets(self):
+        for key, name in self.path_names():
+            if (problem := plain_name_problem(name)) is not None:
+                raise ValueError(f"{key}: {problem}; rename it")
+        for key, items in (("seeds", self.seeds), ("strategies", self.strategies)):
+            if (twice := first_repeat(items)) is not None:
+                raise ValueError(f"{key}: {twice!r} is listed twice; list each once")
+        return self
+
+    def path_names(self) -> list[tuple[str, str]]:
+        """(key, name) of every name the pipeline makes a path of: reports/<name>/, runs/seed<K>/members/<member>/,
+        ensembles/<strategy>.yaml and runs/seed<K>/ensembles/<strategy>/ (a new named setting belongs here)."""
+        return [("name", self.name), *(("members", m) for m in self.members), *self.strategy_references()]
+
+    def strategy_references(self) -> list[tuple[str, str]]:
+        """(key, strategy name) of every place the config names a strategy, i.e. a file ensembles/<name>.yaml (a new
+        mapping keyed by strategy names belongs here)."""
+        return [*(("strategies", name) for name in self.strategies),
+                *(("strategy_settings", name) for name in self.strategy_settings)]
+
+
+def first_repeat(items: list):
+    """The first item of `items` seen twice, or None."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
+
+
+def known_strategies(folder: Path) -> str:
+    return ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+
+
+def refuse_unknown_strategies(cfg: Config, folder: Path, source: str) -> None:
+    """Every strategy the config names has its file in `folder`. Budgets for strategies that exist but are not run
+    (strategy_settings beyond `strategies`) are allowed: a preset sets them for every experiment built on it."""
+    for key, name in cfg.strategy_references():
+        if not (folder / f"{name}.yaml").is_file():
+            raise UserError(f"{source}: {key}: '{name}' has no {folder / f'{name}.yaml'} (known: "
+                            f"{known_strategies(folder)}); fix the name or add the file")
+
 
 def load_config(params: str | Path = "params.yaml", experiment: str | Path | None = None,
-                overrides: dict | None = None) -> Config:
-    """Read params.yaml, lay an experiment file (and its preset) and then `overrides` over it, and validate."""
+                overrides: dict | None = None, strategies_dir: str | Path = "ensembles") -> Config:
+    """Read params.yaml, lay an experiment file (and its preset) and then `overrides` over it, and validate; every
+    strategy it names must be a file of `strategies_dir` (the project's ensembles/, every command's --strategies-dir),
+    so that all commands, not only those that run strategies, refuse a name that names nothing."""
     raw = experiment_settings(params, experiment)
     source = str(params) if experiment is None else f"{experiment} (over {params})"
     if overrides:
         raw = deep_merge(raw, overrides)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         raise UserError(validation_message(source, exc)) from None
+    refuse_unknown_strategies(cfg, Path(strategies_dir), source)
+    return cfg

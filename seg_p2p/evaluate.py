@@ -9,7 +9,6 @@ for the report's bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dv
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from seg_p2p.layout import inside, inside_predict_dir, model_dir
 from seg_p2p.metrics import SegmentationScorer, inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.predict import pred_array
+from seg_p2p.stored import read_json, rerun, retrain
 from seg_p2p.tracking import Tracker
 
 TIMING_BATCH = 4
@@ -38,8 +38,9 @@ def cropped_photo(photo: np.ndarray, size: int) -> torch.Tensor:
     return photo_tensor(resize(size)(image=np.asarray(photo))["image"])
 
 
-def read_summary(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def read_summary(path: Path, stage: str) -> dict:
+    """A training's summary.json; {} for a model that does not train."""
+    return read_json(path, retrain(stage)) if path.exists() else {}
 
 
 def training_record(summary: dict) -> dict:
@@ -48,7 +49,7 @@ def training_record(summary: dict) -> dict:
 
 def member_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir: Path) -> dict:
     model = build_member(cfg, name, spec).to(example.device)
-    summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json")
+    summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json", "train")
     with torch.no_grad():
         measured = inference_cost(model.inference_network(), example,
                                   lambda x: model.probabilities(model({"photo": x})).argmax(1))
@@ -61,7 +62,7 @@ def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir
     strategy = load_strategy(cfg, name, strategies_dir)
     kind = combiner_kind(strategy)
     measured = kind.cost(CostInputs(cfg, strategy, spec, example, members))
-    summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json")
+    summary = read_summary(model_dir(seed_dir, name, cfg.members) / "train" / "summary.json", "ensemble")
     return {"kind": "ensemble", "combiner": strategy.combiner, "members": strategy.members, **measured,
             **training_record(summary), "diverged": summary.get("diverged", False) if kind.trained else None,
             **kind.report_fields(strategy), "members_inside": {} if kind.scores_members_inside else None}
@@ -80,13 +81,11 @@ def score(predict_dir: Path, stage: str, truth, names: list[str]) -> tuple[dict,
     """Scores and per-image class tallies of a stored test prediction against the test masks (`truth[i]`: image i's
     (H, W) mask at the evaluation size), one image at a time."""
     pred_file = predict_dir / "test_pred.npy"
-    if not pred_file.exists() or not pred_file.with_suffix(".json").exists():
-        raise UserError(f"{pred_file}: missing; run `dvc repro {stage}` first")
-    pred = pred_array(predict_dir, "test")
+    pred = pred_array(predict_dir, "test", rerun(stage))
     shapes = [tuple(truth[i].shape) for i in range(len(truth))]
     if pred.shapes != shapes:
         raise UserError(f"{pred_file}: predictions of {len(pred)} images of sizes {sorted(set(pred.shapes))[:3]} do "
-                        f"not match the {len(shapes)} test masks ({sorted(set(shapes))[:3]}); rerun `dvc repro {stage}`")
+                        f"not match the {len(shapes)} test masks ({sorted(set(shapes))[:3]}); {rerun(stage)}")
     scorer = SegmentationScorer(names)
     for i in range(len(pred)):
         scorer.update(torch.from_numpy(pred[i].astype(np.int64))[None], torch.as_tensor(np.asarray(truth[i]))[None])
@@ -134,6 +133,12 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
                 for name in cfg.strategies}  # from the members' per-input costs: scaled once, below
     inputs = Inference.from_config(cfg).inputs_per_photo(data.sizes("test"))
     entries = {name: per_photo(entry, inputs) | {"cost_device": device_name(device)} for name, entry in entries.items()}
+    for name, entry in entries.items():  # every stored prediction checked before the first output is written
+        folder = model_dir(seed_dir, name, cfg.members)
+        inside_dirs = ([inside_predict_dir(folder, m) for m in entry["members"]]
+                       if entry.get("members_inside") is not None else [])
+        for predict_dir in (folder / "predict", *inside_dirs):
+            pred_array(predict_dir, "test", rerun("predict" if entry["kind"] == "member" else "ensemble"))
     flat, tracked = {}, {}
     for name, entry in entries.items():
         stage = "predict" if entry["kind"] == "member" else "ensemble"

@@ -34,13 +34,13 @@ def overrides(current: dict, target: dict, prefix: str = "") -> list[str]:
     return args
 
 
-def check_study(cfg, source: Path, plan: bool = True) -> None:
-    """What a stage would refuse later, refused now: every strategy the study names exists and is valid; then
-    (`plan`) the study's cost, and a refusal where it would not fit the free disk (seg_p2p.plan)."""
+def check_study(cfg, plan: bool = True) -> None:
+    """What a stage would refuse later, refused now: every strategy the study names is valid (load_config found its
+    file); then (`plan`) the study's cost, and a refusal where it would not fit the free disk (seg_p2p.plan)."""
     from seg_p2p.ensemble.strategy import check_strategies  # the package registers every combiner kind first
     from seg_p2p.plan import announce
 
-    check_strategies(cfg, Path("ensembles"), source)
+    check_strategies(cfg, Path("ensembles"))
     if plan:
         announce(cfg, Path.cwd())
 
@@ -50,7 +50,7 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
     """`dvc exp run` with the file's settings (`queue`: queued for `dvc queue start`); `cluster`: its stages as cluster
     jobs in a workspace of its own, saved as the DVC experiment named after the file."""
     cfg = load_config(params, file)  # fail here, loudly, rather than inside a queued worker
-    check_study(cfg, file, plan=not cluster)  # cluster_run shows the plan itself
+    check_study(cfg, plan=not cluster)  # cluster_run shows the plan itself
     target = experiment_settings(params, file)
     root = target.get("data", {}).get("root")
     if root is not None:  # queued experiments run in a temp copy of the repo: make the data path absolute
@@ -82,7 +82,7 @@ def run_experiment(file: Path, queue: bool = False, params: Path = Path("params.
 def run_study(params: Path = Path("params.yaml")) -> None:
     """`make study`: the whole pipeline with `dvc repro`, then where to look."""
     cfg = load_config(params)
-    check_study(cfg, params)
+    check_study(cfg)
     dvc = dvc_executable()
     if not Path(".dvc").is_dir():
         scm = [] if Path(".git").exists() else ["--no-scm"]

@@ -4,6 +4,9 @@ runs/seed{K}/members/{member}/{train,predict}/   runs/seed{K}/ensembles/{strateg
 runs/seed{K}/evaluate/{model}.json               runs/seed{K}/metrics.json
 a training's train/ folder: checkpoints/{best,last}.pt, history.csv, summary.json, samples/
 a joint run's members, scored on their own: runs/seed{K}/ensembles/{strategy}/members/{member}/predict/
+
+Every name in these paths is a plain name (seg_p2p.settings.plain_name_problem), checked when the configuration is
+loaded, so each path is a direct child of the folder it is meant for, never a way out of it.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from seg_p2p.probabilities import open_probabilities
 from seg_p2p.ragged import RaggedArray, open_ragged
 
 
-def pred_array(predict_dir: Path, split: str) -> RaggedArray:
-    return RaggedArray(predict_dir / f"{split}_pred")
+def pred_array(predict_dir: Path, split: str, fix: str) -> RaggedArray:
+    return RaggedArray(predict_dir / f"{split}_pred", fix)
 
 
 @dataclass(frozen=True)

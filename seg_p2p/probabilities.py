@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from seg_p2p.errors import UserError
 from seg_p2p.ragged import RaggedArray, files, open_ragged
 
 VALUES, CLASSES = "{split}_probs", "{split}_probs_classes"
@@ -75,12 +76,18 @@ def probability_files(folder: Path, split: str) -> list[Path]:
 
 
 class StoredProbabilities:
-    """Read side: `probs[i]` is image i's (C, h, w) probabilities, float32 (a view cast once per call)."""
+    """Read side: `probs[i]` is image i's (C, h, w) probabilities, float32 (a view cast once per call). `fix`: what to
+    do when a file is missing or damaged (seg_p2p.stored)."""
 
-    def __init__(self, folder: Path, split: str, num_classes: int):
-        self.values = RaggedArray(folder / VALUES.format(split=split))
-        classes = folder / CLASSES.format(split=split)
-        self.classes = RaggedArray(classes) if files(classes)[0].exists() else None
+    def __init__(self, folder: Path, split: str, num_classes: int, fix: str):
+        self.values = RaggedArray(folder / VALUES.format(split=split), fix)
+        kept = self.values.shapes[0][0] if self.values.shapes else num_classes
+        self.classes = None
+        if kept < num_classes:  # the most probable classes only: their ids beside them, item for item
+            self.classes = RaggedArray(folder / CLASSES.format(split=split), fix)
+            if self.classes.shapes != self.values.shapes:
+                raise UserError(f"{files(folder / CLASSES.format(split=split))[1]}: its shapes differ from "
+                                f"{files(folder / VALUES.format(split=split))[1].name}'s; {fix}")
         self.num_classes = num_classes
 
     def __len__(self) -> int:

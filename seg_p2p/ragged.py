@@ -2,12 +2,13 @@
 
 `NAME.npy` holds every item flattened, one after another; `NAME.json` holds each item's shape. Reading maps the
 file and reshapes a view per item, so nothing is read until used and no split has to fit in memory; writing
-allocates the whole file from the shapes first and fills it item by item (atomically, as open_npy does).
+allocates the whole file from the shapes first and fills it item by item (atomically, as open_npy does). Opening
+one checks both files first (seg_p2p.stored): shapes that parse, and data whose header and size hold exactly what
+the shapes describe, so a truncated or mismatched pair is one line naming it, not an error deep inside numpy.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,8 @@ from typing import Iterator
 import numpy as np
 
 from seg_p2p.atomic import open_npy, write_json
+from seg_p2p.errors import UserError
+from seg_p2p.stored import npy_layout, read_json
 
 
 def offsets(shapes: list[tuple[int, ...]]) -> list[int]:
@@ -27,13 +30,27 @@ def files(path: Path) -> tuple[Path, Path]:
     return path.with_name(f"{path.name}.npy"), path.with_name(f"{path.name}.json")
 
 
-class RaggedArray:
-    """Read side: `array[i]` is item i as a read-only view of the memory map."""
+def read_shapes(path: Path, fix: str) -> list[tuple[int, ...]]:
+    """The item shapes of a ragged array (its .json file, `path` given without suffix)."""
+    shapes_file = files(Path(path))[1]
+    shapes = read_json(shapes_file, fix, list)
+    if not all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape) for shape in shapes):
+        raise UserError(f"{shapes_file}: not a list of item shapes (lists of sizes); {fix}")
+    return [tuple(shape) for shape in shapes]
 
-    def __init__(self, path: Path):
+
+class RaggedArray:
+    """Read side: `array[i]` is item i as a read-only view of the memory map. `fix`: what to do when a file is
+    missing or damaged (seg_p2p.stored.rerun of the stage that writes it)."""
+
+    def __init__(self, path: Path, fix: str):
         data, shapes = files(Path(path))
-        self.shapes = [tuple(shape) for shape in json.loads(shapes.read_text())]
+        data_shape, _ = npy_layout(data, fix)  # first: a missing pair is named by its data file
+        self.shapes = read_shapes(Path(path), fix)
         self.offsets = offsets(self.shapes)
+        if data_shape != (self.offsets[-1],):
+            raise UserError(f"{data}: holds an array of shape {data_shape}, but {shapes.name} describes "
+                            f"{len(self.shapes)} items of {self.offsets[-1]:,} values in all; {fix}")
         self.data = np.load(data, mmap_mode="r")
 
     def __len__(self) -> int:

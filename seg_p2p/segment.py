@@ -33,22 +33,36 @@ from seg_p2p.layout import checkpoint
 OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
 
 
+def refuse_unreadable(path: Path) -> None:
+    """An input that is no file to read: a link to nothing, a missing path, a device or pipe."""
+    if path.is_file() or path.is_dir():
+        return
+    if path.is_symlink():
+        raise UserError(f"{path}: a link to nothing (it points to {path.readlink()}); remove the link or restore "
+                        "what it points to")
+    if path.exists():
+        raise UserError(f"{path}: not a regular file; name image files or folders of them")
+    raise UserError(f"{path}: no such file or folder; check the path")
+
+
 def list_inputs(inputs: list[str], max_pixels: int | None) -> list[Path]:
     """Image files named directly or found in named folders (not recursive), each readable, each once; two files
-    of one stem would write the same outputs, so they are refused."""
+    of one stem would write the same outputs, so they are refused. An image name in a folder that cannot be read
+    (a link to nothing) is refused too, never skipped; sub-folders and other files are not inputs."""
     photos: list[Path] = []
     for item in map(Path, inputs):
+        refuse_unreadable(item)
         if item.is_dir():
-            found = sorted((p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            found = sorted((p for p in item.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
                             and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
             if not found:
                 raise UserError(f"{item}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                 "name image files or folders of them")
+            for photo in found:
+                refuse_unreadable(photo)
             photos += found
-        elif item.is_file():
-            photos.append(item)
         else:
-            raise UserError(f"{item}: no such file or folder; check the path")
+            photos.append(item)
     photos = list({photo.resolve(): photo for photo in photos}.values())  # a file named twice is labelled once
     seen: dict[str, Path] = {}
     for photo in photos:

@@ -19,6 +19,11 @@ from seg_p2p.errors import UserError
 
 
 SEEDS = range(2**32)  # the seeds torch and numpy both accept: params.yaml's seeds and every --seed
+# A name that becomes a path component (the study's name, member and strategy names, experiment and preset file
+# names): no '/', so a path built from it is a direct child of the folder it is meant for (reports/, runs/, an --out
+# folder); no '.', so neither '.' nor '..', and no key path in dvc.yaml's `members.${item.member}`.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+PLAIN_RULE = "letters, digits, - and _, starting with a letter or digit"
 
 
 class Strict(BaseModel):
@@ -38,6 +43,13 @@ class MemberSettings(Strict):
 
     kind: str
     optimizer: OptimizerConfig = OptimizerConfig()
+
+
+def plain_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a file or folder of the study, or None when it can."""
+    if isinstance(name, str) and PLAIN_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a plain name ({PLAIN_RULE}): it names a folder or file"
 
 
 def duplicate_key(node: yaml.Node) -> yaml.ScalarNode | None:
@@ -135,10 +147,14 @@ def experiment_settings(params: str | Path, experiment: str | Path | None = None
     if experiment is None:
         return raw
     delta = read_yaml(experiment)
+    if (problem := plain_name_problem(Path(experiment).stem)) is not None:  # it names its DVC run and workspace
+        raise UserError(f"{experiment}: the file's name {problem}; rename the file")
     preset = delta.pop("preset", None)
     if preset is not None:
+        if (problem := plain_name_problem(preset)) is not None:
+            raise UserError(f"{experiment}: preset: {problem}; give the name of a file of experiments/presets/")
         path = Path(experiment).parent / "presets" / f"{preset}.yaml"
-        if not isinstance(preset, str) or not path.exists():
+        if not path.exists():
             known = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise UserError(f"{experiment}: preset: no {path} (known: {', '.join(known) or 'none'}); fix the name")
         raw = {**raw, **read_yaml(path)}

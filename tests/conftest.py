@@ -106,6 +106,13 @@ def tiny_params(folder: Path, delta: dict | None = None, name: str = "params.yam
     return path
 
 
+def tiny_project(folder: Path, delta: dict | None = None) -> Path:
+    """A project folder as `seg-p2p` runs from it: tiny params.yaml (`tiny_params`) beside the repo's ensembles/, which
+    holds the strategies it names (load_config refuses a strategy without its file). Returns the params path."""
+    shutil.copytree(REPO / "ensembles", folder / "ensembles", dirs_exist_ok=True)
+    return tiny_params(folder, delta)
+
+
 def tiny_config(**delta):
     """`tiny_settings` as a validated Config, for in-process tests; keywords are top-level sections laid over it,
     e.g. tiny_config(train={"n_epochs": 30})."""
@@ -115,11 +122,11 @@ def tiny_config(**delta):
 
 
 def prepare_workspace(folder: Path) -> Path:
-    """A folder holding tiny params.yaml and the prepared synthetic dataset in data/."""
+    """A project folder (`tiny_project`) holding the prepared synthetic dataset in data/."""
     from seg_p2p.cli import main
 
     folder.mkdir(parents=True, exist_ok=True)
-    tiny_params(folder)
+    tiny_project(folder)
     main(["--params", str(folder / "params.yaml"), "prepare", "--out", str(folder / "data")])
     return folder
 

@@ -16,6 +16,7 @@ from seg_p2p.data.prepare import PreparedData
 from seg_p2p.data.spec import load_spec
 from seg_p2p.data.synthetic import draw_scene
 from seg_p2p.ragged import RaggedArray
+from seg_p2p.stored import rerun
 
 SIZES = [(80, 80), (56, 80), (80, 48), (44, 72), (28, 60)]  # (height, width); 28 < the 32 px window: padded
 SPEC = load_spec("synthetic")
@@ -78,9 +79,10 @@ def test_exp_run_scores_every_model_at_each_photos_native_size(slide_study):
     assert sizes == [SIZES[1], SIZES[2], SIZES[3]]
     for model in ("members/pix2pix", "members/unet_ce", "ensembles/max", "ensembles/learned", "ensembles/joint"):
         predict = root / "runs" / "seed0" / model / "predict"
-        assert RaggedArray(predict / "test_pred").shapes == sizes
+        assert RaggedArray(predict / "test_pred", rerun("predict")).shapes == sizes
         if model.startswith("members/"):  # the ensembles' inputs; a strategy's own probabilities are read by nothing
-            assert [a.shape[1:] for a in RaggedArray(predict / "test_probs")] == sizes  # under max_stored_side: whole
+            probs = RaggedArray(predict / "test_probs", rerun("predict"))
+            assert [a.shape[1:] for a in probs] == sizes  # under max_stored_side: whole
         else:
             assert not (predict / "test_probs.npy").exists()
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
@@ -141,7 +143,7 @@ def test_camvid_crops_of_varied_sizes_train_and_segment(tmp_path):
     main(["--params", str(params), "predict", "--member", "unet_ce", "--data", str(tmp_path / "data"),
           "--checkpoint", str(member / "train" / "checkpoints" / "best.pt"), "--out", str(member / "predict"),
           "--split", "test"])
-    assert RaggedArray(member / "predict" / "test_pred").shapes == data.sizes("test")
+    assert RaggedArray(member / "predict" / "test_pred", rerun("predict")).shapes == data.sizes("test")
     main(["--params", str(params), "segment", "--model", str(member), "--out", str(tmp_path / "labels"),
           "--data", str(tmp_path / "data"), str(root / "test")])
     for photo in sorted((root / "test").iterdir()):

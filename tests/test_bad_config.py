@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, tiny_params, train_argv
+from conftest import tiny_params, tiny_project, train_argv
 from PIL import Image
 
 OTHER_SPEC = {"name": "three", "void_value": 3, "classes": [{"name": "red", "colour": [255, 0, 0]},
@@ -51,9 +51,6 @@ def world(workspace, mlflow_template) -> dict[str, Path]:
         main(train_argv(base, base / "unet_ce_synthetic", member="unet_ce", params=one))
         main(["--params", str(three), "train", "--member", "pix2pix", "--data", str(base / "data3"),
               "--out", str(base / "pix2pix_three")])
-    (base / "ensembles").mkdir()
-    for name in ("max", "joint"):
-        shutil.copy(REPO / "ensembles" / f"{name}.yaml", base / "ensembles")
     return {"base": base, "params": base / "params.yaml", "data": base / "data", "data3": base / "data3",
             "unet_ce_ckpt": base / "unet_ce_synthetic" / "checkpoints" / "best.pt",
             "pix2pix_three_ckpt": base / "pix2pix_three" / "checkpoints" / "best.pt"}
@@ -123,11 +120,18 @@ def strategy(name: str, content: dict | None = None, params_delta: dict | None =
     return argv
 
 
-def experiment(delta: dict):
+def experiment(delta: dict, file: str = "sweep.yaml"):
     """`seg-p2p exp run` with an experiment file holding `delta` (checked before DVC is called)."""
     def argv(w, d):
-        (d / "sweep.yaml").write_text(yaml.safe_dump(delta))
-        return ["--params", str(w["params"]), "exp", "run", str(d / "sweep.yaml")]
+        (d / file).write_text(yaml.safe_dump(delta))
+        return ["--params", str(w["params"]), "exp", "run", str(d / file)]
+    return argv
+
+
+def params_command(delta: dict):
+    """`seg-p2p params` (it only prints) with params.yaml (tiny) plus `delta`."""
+    def argv(w, d):
+        return ["--params", str(tiny_params(d, delta)), "params"]
     return argv
 
 
@@ -271,15 +275,50 @@ CASES = [
          ("joint.yaml (with strategy_settings.joint): n_epochs + n_epochs_decay is 0",)),
     Case("strategy with an unknown combiner", strategy("mean", {**GOOD_STRATEGY, "combiner": "median"}),
          ("mean.yaml: combiner", "'median'")),
-    Case("unknown strategy name", strategy("nosuch"), ("nosuch.yaml: no such strategy", "known: joint, max")),
+    Case("unknown strategy name", strategy("nosuch"), ("nosuch.yaml: no such strategy", "known: control, ")),
     Case("joint strategy with beta above 1", strategy("joint", {"combiner": "joint", "beta": 1.5}),
          ("joint.yaml: beta", "fix this value")),
     Case("joint strategy with an unknown balancing mode", strategy("joint", {"combiner": "joint", "balance": "equal"}),
          ("joint.yaml: balance", "'equal'")),
     Case("experiment naming a strategy that does not exist", experiment({"strategies": ["max", "joint-beta42"]}),
-         ("sweep.yaml: strategies: 'joint-beta42' has no ensembles/joint-beta42.yaml", "known: ", "fix the name")),
-    Case("strategy missing member outputs", strategy("max"), ("test_probs.npy: missing", "dvc repro predict")),
+         ("sweep.yaml (over ", "strategies: 'joint-beta42' has no ensembles/joint-beta42.yaml", "known: ",
+          "fix the name")),
+    Case("strategy missing member outputs", strategy("max"), ("test_probs.npy: missing", "dvc repro -f -s predict")),
     Case("joint strategy without trained members", strategy("joint"), ("best.pt: checkpoint not found",)),
+    # --- names that become paths: one rule, Config.path_names() (and the experiment's and preset's file names in
+    # settings.experiment_settings, --strategy in load_strategy), each a plain name (settings.plain_name_problem)
+    Case("study name leaving the project", params_command({"name": "../../outside"}),
+         ("params.yaml: name: '../../outside' is not a plain name", "letters, digits, - and _", "rename it")),
+    Case("study name '.'", params_command({"name": "."}), ("name: '.' is not a plain name",)),
+    Case("member name leaving runs/", params_with({"members": {"pix/../../x": {"kind": "unet_l1"}}}),
+         ("members: 'pix/../../x' is not a plain name",)),
+    Case("member name with a dot (a key path in dvc.yaml)", params_with({"members": {"unet.ce": {"kind": "unet_ce"}}}),
+         ("members: 'unet.ce' is not a plain name",)),
+    Case("strategy name leaving ensembles/", params_with({"strategies": ["../max"]}),
+         ("strategies: '../max' is not a plain name",)),
+    Case("strategy budget keyed by a path", params_with({"strategy_settings": {"/tmp/x": {"n_epochs": 1}}}),
+         ("strategy_settings: '/tmp/x' is not a plain name",)),
+    Case("--strategy leaving the output folder", strategy("../../x"), ("strategy '../../x' is not a plain name",)),
+    Case("experiment file name with a dot", experiment({"seeds": [0]}, file="my.sweep.yaml"),
+         ("my.sweep.yaml: the file's name 'my.sweep' is not a plain name", "rename the file")),
+    Case("preset naming a path", experiment_text("preset: ../presets/pix2pix-paper\n"),
+         ("experiment.yaml: preset: '../presets/pix2pix-paper' is not a plain name",)),
+    # --- sets: Config._plain_names_and_sets (seeds, strategies) and StrategyConfig._each_once (a strategy's members)
+    Case("seed listed twice", params_with({"seeds": [0, 0, 1]}), ("params.yaml: seeds: 0 is listed twice",
+                                                                  "list each once")),
+    Case("strategy listed twice", params_command({"strategies": ["max", "max", "mean"]}),
+         ("strategies: 'max' is listed twice",)),
+    Case("strategy listing a member twice", strategy("mean", {**GOOD_STRATEGY, "members": ["pix2pix", "pix2pix"]}),
+         ("mean.yaml: members: 'pix2pix' is listed twice", "list each member once")),
+    # --- references: config.refuse_unknown_strategies, over Config.strategy_references()
+    Case("budget for a strategy that does not exist",
+         params_with({"strategy_settings": {"nonexistent": {"n_epochs": 1}}}),
+         ("params.yaml: strategy_settings: 'nonexistent' has no ", "nonexistent.yaml (known: control, ",
+          "fix the name or add the file")),
+    Case("misspelt strategy budget in an experiment", experiment({"strategy_settings": {"jiont": {"n_epochs": 1}}}),
+         ("sweep.yaml (over ", "strategy_settings: 'jiont' has no ensembles/jiont.yaml")),
+    Case("strategy that does not exist, at train", params_with({"strategies": ["max", "jiont"]}),
+         ("strategies: 'jiont' has no ensembles/jiont.yaml",)),
     # --- checkpoints
     Case("checkpoint trained on another dataset spec",
          predict("pix2pix", lambda w, d: w["pix2pix_three_ckpt"]),
@@ -290,7 +329,7 @@ CASES = [
     Case("checkpoint from another member", predict("pix2pix", lambda w, d: w["unet_ce_ckpt"]),
          ("best.pt: checkpoint does not fit this model", "point --checkpoint at the right one")),
     Case("checkpoint of random bytes", predict("pix2pix", checkpoint_bytes(np.random.default_rng(0).bytes(4096))),
-         ("best.pt: not a readable seg_p2p checkpoint", "delete it and train again")),
+         ("best.pt: not a readable seg_p2p checkpoint", "delete the run's checkpoints/ folder and train again")),
     Case("empty checkpoint file", predict("pix2pix", checkpoint_bytes(b"")), ("not a readable seg_p2p checkpoint",)),
     Case("checkpoint holding a bare tensor", predict("unet_ce", checkpoint_object(lambda: __import__("torch").ones(3))),
          ("best.pt: not a seg_p2p checkpoint",)),
@@ -336,3 +375,82 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, tmp_path, 
 def test_the_table_is_big_enough():
     assert len(CASES) >= 25
     assert len({case.id for case in CASES}) == len(CASES)
+
+
+# ---- names that become paths, and references, for every named setting and every command -----------------------
+
+BAD_NAMES = ["../../outside", "pix/../../x", ".", "..", "a.b", "", "-x", "_x", "/abs", "a b", "x\n", "ünï", "a:b"]
+NAMED_SETTINGS = {  # every key Config.path_names() reports, as a delta that gives it one name
+    "name": lambda name: {"name": name},
+    "members": lambda name: {"members": {name: {"kind": "unet_l1"}}},
+    "strategies": lambda name: {"strategies": [name]},
+    "strategy_settings": lambda name: {"strategy_settings": {name: {}}},
+}
+
+
+def test_the_name_rule_covers_every_named_setting():
+    from conftest import tiny_config
+
+    assert {key for key, _ in tiny_config().path_names()} == set(NAMED_SETTINGS)
+
+
+@pytest.mark.parametrize("key", NAMED_SETTINGS)
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_a_name_that_is_not_plain_is_refused_when_the_config_is_loaded(key, name, tmp_path):
+    from seg_p2p.config import load_config
+    from seg_p2p.errors import UserError
+
+    with pytest.raises(UserError) as refused:
+        load_config(tiny_params(tmp_path, NAMED_SETTINGS[key](name)))
+    assert f"params.yaml: {key}: {name!r} is not a plain name" in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["a", "A-1_b", "9x", "synthetic-cpu"])
+def test_plain_names_and_budgets_of_strategies_not_run_are_accepted(name, tmp_path):
+    """A budget for a strategy that exists but is not in `strategies` stays allowed: a preset sets them on purpose."""
+    from seg_p2p.config import load_config
+
+    cfg = load_config(tiny_params(tmp_path, {"name": name, "strategies": ["max"],
+                                             "strategy_settings": {"joint-beta25": {"n_epochs": 1}}}))
+    assert cfg.name == name and "joint-beta25" not in cfg.strategies
+
+
+COMMANDS = {  # every command that reads the config; the paths are never reached (the config is refused first)
+    "params": ["params"],
+    "train": ["train", "--member", "pix2pix", "--data", "data", "--out", "out"],
+    "predict": ["predict", "--member", "pix2pix", "--data", "data", "--checkpoint", "best.pt", "--out", "out",
+                "--split", "test"],
+    "ensemble": ["ensemble", "--data", "data", "--runs", "runs", "--out", "out"],
+    "evaluate": ["evaluate", "--data", "data", "--runs", "runs", "--out", "out"],
+    "report": ["report", "--data", "data", "--runs", "runs", "--out", "reports/study"],
+    "segment": ["segment", "--model", "runs/seed0/members/pix2pix", "--out", "out", "photo.png"],
+    "exp run": ["exp", "run", "experiment.yaml"],
+    "cluster run": ["cluster", "run"],
+    "cluster status": ["cluster", "status"],
+}
+REFUSED_SETTINGS = {
+    "name leaving the project": ({"name": "../../outside"}, "name: '../../outside' is not a plain name"),
+    "misspelt strategy budget": ({"strategy_settings": {"jiont": {"n_epochs": 1}}},
+                                 "strategy_settings: 'jiont' has no ensembles/jiont.yaml (known: control, "),
+}
+
+
+@pytest.mark.parametrize("setting", REFUSED_SETTINGS)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_through_the_one_config_check(setting, command, tmp_path, monkeypatch, capsys):
+    """Run in a project (params.yaml, ensembles/) one folder below tmp_path: nothing is written in it or beside it
+    (`../../outside` from reports/ is tmp_path/outside)."""
+    from seg_p2p.cli import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+    delta, fragment = REFUSED_SETTINGS[setting]
+    tiny_project(project, delta)
+    (project / "experiment.yaml").write_text("seeds: [0]\n")
+    monkeypatch.chdir(project)
+    before = files_under(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(COMMANDS[command])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert files_under(tmp_path) == before

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ONE_THREAD, run_in, study_repo, tiny_params
+from conftest import BIN, ONE_THREAD, run_in, study_repo, tiny_project
 
 KINDS = ("prepare", "train", "predict", "ensemble", "evaluate", "report")
 # conftest's tiny params on one CPU per job; 32 training images and 6 epochs, so that a training is long enough
@@ -249,7 +249,7 @@ def test_a_cancelled_training_stops_its_dependents_and_resubmitting_finishes_the
 def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
     """No SLURM asked for: one local job runs `dvc repro` (submitit's local executor), with the same client."""
     root = tmp_path
-    tiny_params(root, {"cluster": {"executor": "local", "poll_seconds": 1}, "strategies": []})
+    tiny_project(root, {"cluster": {"executor": "local", "poll_seconds": 1}})
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "prepare": {"cmd": "echo data > a.txt", "outs": ["a.txt"]},
         "report": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}}))
@@ -262,8 +262,7 @@ def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
 
 def test_the_plan_shows_each_stage_job_request_and_submits_nothing(tmp_path):
     """`seg-p2p plan` replaces `cluster run --dry-run`: every stage of the study with what its job asks for."""
-    shutil.copytree(Path(__file__).resolve().parents[1] / "ensembles", tmp_path / "ensembles")
-    tiny_params(tmp_path, {"cluster": {"resources": {"train": {"cpus": 3}}}})
+    tiny_project(tmp_path, {"cluster": {"resources": {"train": {"cpus": 3}}}})
     result = cluster(["plan"], tmp_path)
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if "@" in line}
     assert rows["train@pix2pix-0"].endswith("3 cpus, 1 gpus, 32G, 1440m"), result.stdout
@@ -279,7 +278,7 @@ def test_the_plan_shows_each_stage_job_request_and_submits_nothing(tmp_path):
     ({"cluster": {"executor": "slurm"}}, "cluster.executor: slurm, but sbatch is not found"),
 ])
 def test_bad_cluster_settings_are_refused_before_anything_is_submitted(tmp_path, delta, fragment):
-    tiny_params(tmp_path, delta)
+    tiny_project(tmp_path, delta)
     env = {**os.environ, "PATH": str(BIN)}  # this environment's scripts only: no sbatch on PATH
     result = subprocess.run([SEG_P2P, "cluster", "run"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

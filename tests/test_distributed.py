@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ONE_THREAD, tiny_params
+from conftest import ONE_THREAD, tiny_params, tiny_project
 
 # conftest's tiny params, 16 training images (2 x 2 per step), 2 epochs. Instance norm and no dropout: with
 # them, 2 x 2 images per step is the same computation as 1 x 4 (BatchNorm statistics per process would
@@ -37,7 +37,7 @@ def history(path):
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
-    tiny_params(tmp_path, DDP)
+    tiny_project(tmp_path, DDP)
     run([sys.executable, "-m", "seg_p2p", "prepare", "--out", "data"], tmp_path)
     train = [sys.executable, "-m", "seg_p2p", "train", "--member", "pix2pix", "--data", "data"]
     run([*train, "--out", "one"], tmp_path)

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (CLI, ONE_THREAD, comparable_summary, metric_steps, read_history, tiny_params, tracked_runs,
-                      train_argv)
+import yaml
+from conftest import (CLI, ONE_THREAD, comparable_summary, metric_steps, read_history, tiny_params, tiny_settings,
+                      tracked_runs, train_argv)
 
 TEMP_NAME = re.compile(r"^\..+\.tmp$")  # atomic.py's `.NAME.PID.XXXX.tmp`
 
@@ -556,3 +557,152 @@ def test_diverging_learning_rate_stops_with_one_line(workspace, tmp_path, capsys
     assert_one_line_error(capsys.readouterr().err, "train/pix2pix: loss_", "at epoch 1", "no checkpoint was written")
     assert not (out / "checkpoints" / "last.pt").exists()
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+
+
+# ---- 6. stored files damaged before a later stage reads them ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_study(workspace, tmp_path_factory, mlflow_template) -> Path:
+    """One seed of a tiny study, every stage run as dvc.yaml runs it: one member (unet_l1, one epoch) and `max`,
+    under FOLDER/{data, runs, reports/study}, its params FOLDER/params.yaml."""
+    from seg_p2p.cli import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    shutil.copytree(workspace / "data", folder / "data")
+    settings = tiny_settings({"train": {"n_epochs": 1, "n_epochs_decay": 0}, "strategies": ["max"]})
+    settings["members"] = {"unet_l1": settings["members"]["unet_l1"]}
+    settings["strategy_settings"] = {}
+    (folder / "params.yaml").write_text(yaml.safe_dump(settings))
+    shutil.copyfile(mlflow_template, folder / "mlflow.db")
+    seed = folder / "runs" / "seed0"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        for argv in STAGES.values():
+            main(stage_argv(folder, argv))
+    assert (seed / "evaluate" / "max.json").is_file() and (folder / "reports" / "study" / "study.json").is_file()
+    return folder
+
+
+MEMBER = "runs/seed0/members/unet_l1"
+STAGES = {  # every stage of the study as dvc.yaml runs it, and the commands that read back what they stored
+    "train": ["train", "--member", "unet_l1", "--data", "data", "--out", f"{MEMBER}/train"],
+    "predict": ["predict", "--member", "unet_l1", "--data", "data", "--checkpoint",
+                f"{MEMBER}/train/checkpoints/best.pt", "--out", f"{MEMBER}/predict", "--split", "val",
+                "--split", "test"],
+    "ensemble": ["ensemble", "--data", "data", "--runs", "runs/seed0/members", "--out", "runs/seed0/ensembles"],
+    "evaluate": ["evaluate", "--data", "data", "--runs", "runs/seed0", "--out", "runs/seed0/evaluate"],
+    "report": ["report", "--data", "data", "--runs", "runs", "--out", "reports/study"],
+}
+READERS = {  # a command that reads the files of each stage; where it writes is new, so that nothing written shows
+    "train": STAGES["train"][:-1] + ["new/train"],
+    "resume": STAGES["train"],
+    "predict": STAGES["predict"][:-5] + ["new/predict", "--split", "test"],
+    "ensemble": STAGES["ensemble"][:-1] + ["new/ensembles"],
+    "evaluate": STAGES["evaluate"],
+    "report": STAGES["report"][:-1] + ["new/report"],
+    "compare": ["report", "--compare", "reports/study", "--out", "new/comparison"],
+    "segment": ["segment", "--model", MEMBER, "--data", "data", "--out", "new/labels", "data"],
+}
+
+
+def stage_argv(folder: Path, argv: list[str]) -> list[str]:
+    """`argv` with its relative paths under `folder`, and folder's params.yaml."""
+    return ["--params", str(folder / "params.yaml"),
+            *(str(folder / arg) if "/" in arg or arg in ("data", "runs") else arg for arg in argv)]
+
+
+def truncate(path: Path) -> None:
+    """Cut short, as a full disk or an interrupted copy leaves it: its last quarter gone (an .npy keeps its header)."""
+    path.write_bytes(path.read_bytes()[:max(path.stat().st_size * 3 // 4, 8)])
+
+
+def cut_header(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:20])
+
+
+def cut_last_field(path: Path) -> None:
+    """A CSV cut inside its last row."""
+    path.write_text(path.read_text().rstrip("\n").rsplit(",", 1)[0])
+
+
+def grow_first_shape(path: Path) -> None:
+    """A ragged array's shapes that disagree with its data: the first item one row taller."""
+    shapes = json.loads(path.read_text())
+    shapes[0][0] += 1
+    path.write_text(json.dumps(shapes))
+
+
+def drop_last_name(path: Path) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text())[:-1]))
+
+
+def other_tallies(path: Path) -> None:
+    import numpy as np
+
+    np.save(path, np.zeros((2, 3, 3), np.int64))
+
+
+DAMAGED = [  # (file, damage, the command that reads it, what the one line says besides the file)
+    ("data/train_photos.npy", truncate, "train", ("truncated (", "run `dvc repro -f -s prepare` to write it again")),
+    ("data/train_photos.npy", cut_header, "train", ("not a .npy array", "dvc repro -f -s prepare")),
+    ("data/train_masks.json", grow_first_shape, "train", ("train_masks.npy: holds an array of shape",
+                                                          "train_masks.json describes", "dvc repro -f -s prepare")),
+    ("data/val_masks.json", truncate, "predict", ("not valid JSON", "dvc repro -f -s prepare")),
+    ("data/test_names.json", drop_last_name, "ensemble", ("test_photos.json: its 4 photo shapes do not match",
+                                                          "3 names", "dvc repro -f -s prepare")),
+    ("data/train_masks.json", Path.unlink, "train", ("not a prepared dataset (missing train_masks.json)",)),
+    ("data/spec.json", truncate, "segment", ("not valid JSON", "dvc repro -f -s prepare")),
+    (f"{MEMBER}/predict/test_probs.npy", truncate, "ensemble", ("truncated (", "dvc repro -f -s predict")),
+    (f"{MEMBER}/predict/test_probs.json", grow_first_shape, "ensemble", ("test_probs.npy: holds an array of shape",
+                                                                         "dvc repro -f -s predict")),
+    (f"{MEMBER}/predict/test_probs.json", Path.unlink, "ensemble", ("test_probs.json: missing",
+                                                                    "dvc repro -f -s predict")),
+    (f"{MEMBER}/predict/test_pred.npy", truncate, "evaluate", ("truncated (", "dvc repro -f -s predict")),
+    (f"{MEMBER}/predict/test_pred.npy", Path.unlink, "evaluate", ("test_pred.npy: missing",)),
+    ("runs/seed0/ensembles/max/predict/test_pred.npy", truncate, "evaluate", ("truncated (",  # after the member's
+                                                                              "dvc repro -f -s ensemble")),
+    ("runs/seed0/ensembles/max/predict/test_pred.json", grow_first_shape, "report",
+     ("max/predict/test_pred.npy: holds an array of shape", "dvc repro -f -s ensemble")),
+    (f"{MEMBER}/train/checkpoints/best.pt", truncate, "predict", ("not a readable seg_p2p checkpoint (truncated",
+                                                                  "delete the run's checkpoints/ folder")),
+    (f"{MEMBER}/train/checkpoints/best.pt", Path.unlink, "segment", ("holds no trained model",)),
+    (f"{MEMBER}/train/checkpoints/last.pt", truncate, "resume", ("last.pt: not a readable seg_p2p checkpoint",)),
+    (f"{MEMBER}/train/summary.json", truncate, "evaluate", ("not valid JSON", "delete the training's train/ folder",
+                                                            "dvc repro train")),
+    (f"{MEMBER}/train/history.csv", cut_last_field, "report", ("not a complete CSV table",
+                                                               "delete the training's train/ folder")),
+    (f"{MEMBER}/train/history.csv", Path.unlink, "report", ("history.csv: missing",)),
+    ("runs/seed0/evaluate/unet_l1.json", truncate, "report", ("not valid JSON", "dvc repro -f -s evaluate")),
+    ("runs/seed0/evaluate/max.json", Path.unlink, "report", ("max.json: missing", "dvc repro -f -s evaluate")),
+    ("runs/seed0/evaluate/unet_l1_test_tallies.npy", truncate, "report", ("truncated (", "dvc repro -f -s evaluate")),
+    ("runs/seed0/evaluate/max_test_tallies.npy", other_tallies, "report", ("shape (2, 3, 3), expected (4, 3, ",
+                                                                           "dvc repro -f -s evaluate")),
+    ("reports/study/members.csv", cut_last_field, "compare", ("not a complete CSV table", "rerun `dvc repro report`")),
+    ("reports/study/study.json", truncate, "compare", ("not valid JSON", "rerun `dvc repro report`")),
+]
+
+
+def state_under(folder: Path) -> dict:
+    return {path.relative_to(folder): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("file, damage, reader, says", DAMAGED,
+                         ids=[f"{Path(file).name} {damage.__name__} -> {reader}" for file, damage, reader, _
+                              in DAMAGED])
+def test_a_damaged_stored_file_is_one_line_naming_it_and_the_stage_that_writes_it(
+        finished_study, tmp_path, capsys, file, damage, reader, says):
+    """Each file a stage reads back, missing, cut short or disagreeing with its shapes: exit 2, one line naming it
+    and what to rerun, before anything is written or tracked."""
+    from seg_p2p.cli import main
+
+    study = tmp_path / "study"
+    shutil.copytree(finished_study, study)
+    damage(study / file)
+    before = state_under(study)
+    with pytest.raises(SystemExit) as exit_info:
+        main(stage_argv(study, READERS[reader]))
+    assert exit_info.value.code == 2
+    line = assert_one_line_error(capsys.readouterr().err, Path(file).name, *says)
+    assert state_under(study) == before, "a refused command wrote something"
+    assert all(mlflow_runs(tmp_path, stage) == [] for stage in STAGES), "a refused command opened an MLflow run"

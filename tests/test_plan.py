@@ -132,7 +132,7 @@ def test_stored_probabilities_keep_every_class_up_to_stored_classes_then_the_mos
     with open_probabilities(tmp_path, "test", classes, 12, [(5, 7)] * 2) as writer:
         for i in range(2):
             writer[i] = probs[i]
-    back = StoredProbabilities(tmp_path, "test", classes)
+    back = StoredProbabilities(tmp_path, "test", classes, "rerun predict")
     data_files = sorted(tmp_path.glob("*.npy"))
     assert sum(f.stat().st_size - NPY_HEADER for f in data_files) == stored_bytes(classes, 12, 2 * 5 * 7)
     for i in range(2):
@@ -144,6 +144,10 @@ def test_stored_probabilities_keep_every_class_up_to_stored_classes_then_the_mos
         top = np.sort(original, 0)[-kept:]
         np.testing.assert_array_equal(np.sort(back[i], 0)[-kept:], top)  # the kept probabilities, exactly
         np.testing.assert_allclose(back[i].sum(0), 1.0, atol=1e-2)  # the rest share what they leave
+    if kept < classes:  # their class ids are part of them: without them, one line naming the file
+        (tmp_path / "test_probs_classes.npy").unlink()
+        with pytest.raises(UserError, match=r"test_probs_classes.npy: missing; rerun predict"):
+            StoredProbabilities(tmp_path, "test", classes, "rerun predict")
 
 
 def test_dvcs_cache_links_outputs_never_copies_them():

@@ -1,6 +1,7 @@
 """The report on a fake study: files, numbers worked out by hand, and verdicts that follow the numbers."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -233,18 +234,19 @@ def test_single_seed_without_joint_shows_plain_means_and_says_what_is_untested(t
     assert not (tmp_path / "report" / "beta.png").exists()
 
 
-@pytest.mark.parametrize("missing, stage", [
-    ("runs/seed1/evaluate/joint_test_tallies.npy", "dvc repro evaluate"),
-    ("runs/seed0/evaluate/unet_l1.json", "dvc repro evaluate"),
-    ("runs/seed0/ensembles/learned/predict/test_pred.npy", "dvc repro ensemble"),
-    ("runs/seed1/members/unet_ce/train/history.csv", "dvc repro train"),
-    ("data/test_masks.npy", "dvc repro prepare"),
+@pytest.mark.parametrize("missing, fix", [
+    ("runs/seed1/evaluate/joint_test_tallies.npy", "run `dvc repro -f -s evaluate` to write it again"),
+    ("runs/seed0/evaluate/unet_l1.json", "run `dvc repro -f -s evaluate`"),
+    ("runs/seed0/ensembles/learned/predict/test_pred.npy", "run `dvc repro -f -s ensemble`"),
+    ("runs/seed1/members/unet_ce/train/history.csv", "delete the training's train/ folder and run `dvc repro train`"),
+    ("data/test_masks.npy", "run `dvc repro -f -s prepare`"),
 ])
-def test_a_missing_input_names_the_file_and_the_stage(tmp_path, missing, stage):
+def test_a_missing_input_names_the_file_and_the_stage(tmp_path, missing, fix):
     cfg, data, runs = make_study(tmp_path)
     (tmp_path / missing).unlink()
-    with pytest.raises(UserError, match=rf"{missing}: missing; run `{stage}`"):
+    with pytest.raises(UserError, match=re.escape(f"{missing}: missing; {fix}")):
         write_report(cfg, data, runs, tmp_path / "report")
+    assert not (tmp_path / "report").exists()  # every input is checked before the first output
 
 
 def test_a_strategy_is_placed_by_its_record_not_its_file_name(tmp_path):
@@ -264,7 +266,8 @@ def test_a_strategy_is_placed_by_its_record_not_its_file_name(tmp_path):
 def test_curves_follow_the_record(tmp_path):
     cfg, data, runs = make_study(tmp_path, strategies=["learned", "joint-onehot"])
     (runs / "seed1" / "ensembles" / "joint-onehot" / "train" / "history.csv").unlink()
-    with pytest.raises(UserError, match=r"joint-onehot/train/history.csv: missing; run `dvc repro ensemble`"):
+    with pytest.raises(UserError, match=r"joint-onehot/train/history.csv: missing; delete the training's train/ "
+                       r"folder and run `dvc repro ensemble`"):
         load_study(cfg, data, runs)
 
 
@@ -275,7 +278,7 @@ def test_a_record_without_the_role_fields_says_to_rerun_evaluate(tmp_path, key):
     record = json.loads(path.read_text())
     del record[key]
     path.write_text(json.dumps(record))
-    with pytest.raises(UserError, match=rf"joint.json: missing {key}; run `dvc repro evaluate` again"):
+    with pytest.raises(UserError, match=rf"joint.json: missing {key}; run `dvc repro -f -s evaluate`"):
         load_study(cfg, data, runs)
 
 
@@ -364,7 +367,7 @@ def test_members_inside_each_joint_run_are_scored_against_alone_and_the_control(
             f"{np.mean([_iou(e) for e in ERRORS['pix2pix']]):.3f} trained on its own") in text
     assert "inside its control `control`" in text and "a better segmenter" in text
     (runs / "seed1" / "evaluate" / "joint@unet_l1_test_tallies.npy").unlink()
-    with pytest.raises(UserError, match=r"joint@unet_l1_test_tallies.npy: missing; run `dvc repro evaluate`"):
+    with pytest.raises(UserError, match=r"joint@unet_l1_test_tallies.npy: missing; run `dvc repro -f -s evaluate`"):
         load_study(cfg, data, runs)
 
 

@@ -1,6 +1,8 @@
 """`seg-p2p segment`: labels at each photo's own size, the same bytes on every run, and bad inputs refused with one
 line and nothing written (members, `learned` and `joint` on a dataset of varied sizes: test_any_size.py)."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import train_argv
@@ -74,8 +76,10 @@ def test_an_unreadable_input_is_refused_before_anything_is_written(workspace, me
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["empty folder", "no model", "missing input", "repeated name", "too large"])
+@pytest.mark.parametrize("case", ["empty folder", "no model", "missing input", "repeated name", "too large",
+                                  "link to nothing in a folder", "link to nothing named", "a pipe in a folder"])
 def test_bad_arguments_are_refused(workspace, member, tmp_path, capsys, case):
+    """Every input that cannot be read is named before anything is written, never skipped."""
     folder = photos(tmp_path / "in")
     model, inputs, expected = member, [folder], ()
     if case == "empty folder":
@@ -88,6 +92,14 @@ def test_bad_arguments_are_refused(workspace, member, tmp_path, capsys, case):
     elif case == "too large":  # over data.max_image_pixels (PIL's limit by default), refused from its header
         Image.new("1", (10000, 9000)).save(folder / "p9.png")
         expected = (f"{folder / 'p9.png'}: 10000x9000 is 90,000,000 pixels", "data.max_image_pixels")
+    elif case.startswith("link to nothing"):  # a photo moved or deleted after the link was made
+        link = folder / "gone.jpg"
+        link.symlink_to(tmp_path / "moved.jpg")
+        inputs = [folder] if case.endswith("in a folder") else [folder / "p0.png", link]
+        expected = (f"{link}: a link to nothing (it points to {tmp_path / 'moved.jpg'})", "remove the link")
+    elif case == "a pipe in a folder":
+        os.mkfifo(folder / "p9.png")
+        expected = (f"{folder / 'p9.png'}: not a regular file",)
     else:
         photos(tmp_path / "other")
         inputs, expected = [folder, tmp_path / "other"], ("p0.png: same name as", "different --out folders")

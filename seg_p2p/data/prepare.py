@@ -10,7 +10,6 @@ decoded images at a time (RawDataset.read_ahead), never a split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -23,9 +22,11 @@ from seg_p2p.data.settings import DataConfig
 from seg_p2p.data.spec import SPEC_FILE, load_spec, prepared_spec
 from seg_p2p.data.synthetic import generate
 from seg_p2p.errors import UserError
-from seg_p2p.ragged import RaggedArray, files, open_ragged
+from seg_p2p.ragged import RaggedArray, open_ragged, read_shapes
+from seg_p2p.stored import read_json, rerun
 
 VAL_SEED = 0  # fixed, so every run and every member sees the same carved val split
+REPREPARE = rerun("prepare")  # what to do about a damaged cache
 FILES = (SPEC_FILE, *(f"{split}_{part}" for split in SPLITS
                         for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")))
 
@@ -96,7 +97,8 @@ def prepare(cfg: DataConfig, out_dir: Path) -> None:
 
 
 class PreparedData:
-    """Read side of the cache: arrays are memory-mapped, so workers share pages instead of copies."""
+    """Read side of the cache: arrays are memory-mapped, so workers share pages instead of copies. Opening it checks
+    every file (headers, sizes and shapes: no pixel is read), so a damaged cache stops a command before it starts."""
 
     def __init__(self, out_dir: Path):
         self.root = Path(out_dir)
@@ -105,6 +107,19 @@ class PreparedData:
             raise UserError(f"{self.root}: not a prepared dataset (missing {missing[0]}); "
                             f"run `seg-p2p prepare --out {self.root}` or `dvc repro prepare` first")
         self.spec = prepared_spec(self.root)
+        for split in SPLITS:
+            self._check(split)
+
+    def _check(self, split: str) -> None:
+        """A split's photos (H, W, 3), masks (H, W) and names agree, image by image."""
+        photos, masks, names = self.photos(split), self.masks(split), self.names(split)
+        if not all(isinstance(name, str) for name in names):
+            raise UserError(f"{self._path(split, 'names.json')}: not a list of image names; {REPREPARE}")
+        if [shape[:2] for shape in photos.shapes] != masks.shapes or len(names) != len(masks) or \
+                any(len(shape) != 3 or shape[2] != 3 for shape in photos.shapes):
+            raise UserError(f"{self._path(split, 'photos.json')}: its {len(photos)} photo shapes do not match the "
+                            f"{len(masks)} masks of {split}_masks.json and the {len(names)} names of "
+                            f"{split}_names.json; {REPREPARE}")
 
     def files(self) -> list[Path]:
         return [self.root / name for name in FILES]
@@ -116,15 +131,15 @@ class PreparedData:
 
     def photos(self, split: str) -> RaggedArray:
         """Item i: photo i (H,W,3 uint8) at its native size, memory-mapped."""
-        return RaggedArray(self._path(split, "photos"))
+        return RaggedArray(self._path(split, "photos"), REPREPARE)
 
     def masks(self, split: str) -> RaggedArray:
         """Item i: mask i (H,W uint8 class ids, IGNORE_INDEX for void) at its photo's size."""
-        return RaggedArray(self._path(split, "masks"))
+        return RaggedArray(self._path(split, "masks"), REPREPARE)
 
     def sizes(self, split: str) -> list[tuple[int, int]]:
         """(height, width) of every image of a split, without mapping any pixels."""
-        return [tuple(shape) for shape in json.loads(files(self._path(split, "masks"))[1].read_text())]
+        return read_shapes(self._path(split, "masks"), REPREPARE)
 
     def names(self, split: str) -> list[str]:
-        return json.loads(self._path(split, "names.json").read_text())
+        return read_json(self._path(split, "names.json"), REPREPARE, list)

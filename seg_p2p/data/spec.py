@@ -7,7 +7,6 @@ IGNORE_INDEX in prepared masks, whatever their raw encoding.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from seg_p2p.errors import UserError
 from seg_p2p.settings import Strict, read_yaml
+from seg_p2p.stored import read_json, rerun
 
 IGNORE_INDEX = 255  # value of void pixels in prepared masks; ignore_index of losses and metrics
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -78,10 +78,11 @@ def prepared_spec(data_dir: Path) -> DatasetSpec:
     if not path.is_file():
         raise UserError(f"{path}: missing; point --data at a dataset made by `seg-p2p prepare` (data/prepared), or run "
                         "`dvc repro prepare`")
+    raw = read_json(path, rerun("prepare"))
     try:
-        return DatasetSpec.model_validate(json.loads(path.read_text()))
-    except (ValueError, ValidationError):
-        raise UserError(f"{path}: not a spec written by `seg-p2p prepare`; run `dvc repro prepare` again") from None
+        return DatasetSpec.model_validate(raw)
+    except ValidationError:
+        raise UserError(f"{path}: not a spec written by `seg-p2p prepare`; {rerun('prepare')}") from None
 
 
 def colour_table(palette: np.ndarray) -> np.ndarray:

@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
-from seg_p2p.config import Config
+from seg_p2p.config import Config, first_repeat, known_strategies
 from seg_p2p.errors import UserError
 from seg_p2p.layout import checkpoint
 from seg_p2p.models import PARAMETER_ROLES
 from seg_p2p.probabilities import StoredProbabilities, probability_files
-from seg_p2p.settings import Strict, deep_merge, read_yaml, validation_message
+from seg_p2p.settings import Strict, deep_merge, plain_name_problem, read_yaml, validation_message
+from seg_p2p.stored import rerun
 from seg_p2p.tracking import Tracker, flatten
 
 
@@ -28,6 +29,13 @@ class StrategyConfig(Strict):
     combiner: str
     members: list[str] | None = None  # None: every member of params.yaml
     description: str = ""
+
+    @field_validator("members")
+    @classmethod
+    def _each_once(cls, members):
+        if members is not None and (twice := first_repeat(members)) is not None:
+            raise ValueError(f"'{twice}' is listed twice; list each member once")
+        return members
 
 
 @dataclass
@@ -131,11 +139,9 @@ def combiner_kind(strategy: StrategyConfig) -> CombinerKind:
     return COMBINERS[strategy.combiner]
 
 
-def known_strategies(folder: Path) -> str:
-    return ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-
-
 def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
+    if (problem := plain_name_problem(name)) is not None:  # a --strategy or --model name: it becomes its out folder
+        raise UserError(f"strategy {problem}; name a file of {folder} (known: {known_strategies(folder)})")
     path = folder / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"{path}: no such strategy (known: {known_strategies(folder)}); add the file or fix the "
@@ -164,12 +170,9 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     return strategy.model_copy(update={"members": members})
 
 
-def check_strategies(cfg: Config, folder: Path, source: Path) -> None:
-    """Every strategy `source` (params.yaml or an experiment file) names exists and is valid, before any stage runs."""
+def check_strategies(cfg: Config, folder: Path) -> None:
+    """Every strategy of the study is valid, before any stage runs (load_config found their files)."""
     for name in cfg.strategies:
-        if not (folder / f"{name}.yaml").exists():
-            raise UserError(f"{source}: strategies: '{name}' has no {folder / f'{name}.yaml'} (known: "
-                            f"{known_strategies(folder)}); fix the name or add the file")
         load_strategy(cfg, name, folder)
 
 
@@ -190,16 +193,9 @@ def weights_path(runs_dir: Path, member: str) -> Path:
 
 
 def member_probs(runs_dir: Path, members: list[str], split: str, num_classes: int) -> list[StoredProbabilities]:
-    """The members' stored probabilities of a split, memory-mapped; a missing one names the stage to run."""
-    arrays = []
-    for member in members:
-        folder = runs_dir / member / "predict"
-        data, shapes = probability_files(folder, split)[:2]
-        if not data.exists() or not shapes.exists():
-            raise UserError(f"{data}: missing; run `dvc repro predict` (or `seg-p2p predict --member {member}`) "
-                            "first")
-        arrays.append(StoredProbabilities(folder, split, num_classes))
-    return arrays
+    """The members' stored probabilities of a split, memory-mapped; a missing or damaged one names the stage to run."""
+    return [StoredProbabilities(runs_dir / member / "predict", split, num_classes, rerun("predict"))
+            for member in members]
 
 
 def member_probability_files(runs_dir: Path, members: list[str], split: str) -> list[Path]:

@@ -7,7 +7,6 @@ is checked before the first file is written.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from seg_p2p.atomic import check_writable, write_text
 from seg_p2p.errors import UserError
 from seg_p2p.report.numbers import fmt
 from seg_p2p.report.tables import write_table
+from seg_p2p.stored import read_csv, read_json
 
 RERUN = "rerun `dvc repro report` (or `seg-p2p report`) for that study"
 
@@ -27,17 +27,15 @@ def read_report(folder: Path) -> dict:
     if not study.is_file():
         raise UserError(f"{study}: missing, so {folder} holds no seg_p2p report (or one older than --compare); "
                         f"point --compare at reports/<name> folders, or {RERUN}")
+    info = read_json(study, RERUN)
     try:
-        info = json.loads(study.read_text())
         name, dataset, seeds = str(info["name"]), str(info["dataset"]), len(info["seeds"])
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise UserError(f"{study}: not a report's study.json (needs name, dataset, seeds); {RERUN}") from None
     models = {}
     for table, key in (("members.csv", "model"), ("ensembles.csv", "strategy")):
         path = folder / table
-        if not path.is_file():
-            raise UserError(f"{path}: missing; {RERUN}")
-        frame = pd.read_csv(path)
+        frame = read_csv(path, RERUN)
         missing = [column for column in (key, "miou_mean", "miou_std") if column not in frame]
         if missing:
             raise UserError(f"{path}: no column '{missing[0]}'; {RERUN}")

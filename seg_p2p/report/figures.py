@@ -16,6 +16,7 @@ from seg_p2p.data.spec import colour_table
 from seg_p2p.errors import UserError
 from seg_p2p.ragged import RaggedArray
 from seg_p2p.report.study import Study
+from seg_p2p.stored import rerun
 
 QUALITATIVE_IMAGES = 4
 
@@ -33,8 +34,8 @@ def _colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def qualitative_figure(study: Study, path: Path) -> None:
     """A few test images: photo, truth, then every member's and strategy's prediction (first seed)."""
-    preds = {m: RaggedArray(study.pred_path(m).with_suffix("")) for m in study.models}
-    photos, masks = (RaggedArray(study.data_dir / f"test_{part}") for part in ("photos", "masks"))
+    preds = {m: RaggedArray(study.pred_path(m).with_suffix(""), study.pred_fix(m)) for m in study.models}
+    photos, masks = (RaggedArray(study.data_dir / f"test_{part}", rerun("prepare")) for part in ("photos", "masks"))
     for model, pred in preds.items():
         if len(pred) != len(masks):
             raise UserError(f"{study.pred_path(model)}: {len(pred)} images but test_masks.npy has {len(masks)}; "

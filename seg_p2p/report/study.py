@@ -8,7 +8,6 @@ name, so a new strategy file takes its place in the report without a change here
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,24 +19,13 @@ from seg_p2p.config import Config
 from seg_p2p.data.spec import prepared_spec
 from seg_p2p.errors import UserError
 from seg_p2p.layout import inside, model_dir
+from seg_p2p.ragged import RaggedArray
+from seg_p2p.stored import load_npy, read_csv, read_json, rerun, retrain
 
 RECORD_KEYS = ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
                "train_seconds", "seconds_per_step", "diverged", "curves", "hypothesis")
 PARAM_KEYS = ("generator", "discriminator", "training", "inference")
 HYPOTHESIS_KEYS = ("label", "role", "discriminator", "beta", "init", "balance")
-
-
-def require(path: Path, stage: str) -> Path:
-    if not path.is_file():
-        raise UserError(f"{path}: missing; run `dvc repro {stage}` to make it")
-    return path
-
-
-def read_json(path: Path, stage: str) -> dict:
-    try:
-        return json.loads(require(path, stage).read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path}: not valid JSON; run `dvc repro {stage}` again") from None
 
 
 @dataclass
@@ -93,27 +81,37 @@ class Study:
     def history_path(self, model: str, seed: int) -> Path:
         return model_dir(self.runs_dir / f"seed{seed}", model, self.members) / "train" / "history.csv"
 
-    def inputs(self) -> list[tuple[Path, str]]:
-        """Every file read after the evaluate records, with the stage that makes it."""
-        files = [(self.data_dir / f"test_{part}", "prepare")
-                 for part in ("photos.npy", "photos.json", "masks.npy", "masks.json", "names.json")]
-        files += [(self.tallies_path(m, seed), "evaluate") for seed in self.seeds for m in self.models]
-        files += [(self.tallies_path(inside(s, m), seed), "evaluate") for seed in self.seeds for s in self.strategies
-                  if self.evals[s][0].get("members_inside") is not None for m in self.evals[s][0]["members"]]
-        files += [(path, "predict" if m in self.members else "ensemble") for m in self.models
-                  for path in (self.pred_path(m), self.pred_path(m).with_suffix(".json"))]
-        files += [(self.history_path(m, seed), "train" if m in self.members else "ensemble")
-                  for seed in self.seeds for m in self.trained]
-        return files
+    def training_stage(self, model: str) -> str:
+        """The stage that trains and predicts a model."""
+        return "train" if model in self.members else "ensemble"
+
+    def pred_fix(self, model: str) -> str:
+        return rerun("predict" if model in self.members else "ensemble")
+
+    def check_inputs(self) -> None:
+        """Check every file read after the evaluate records (predictions and photos: their headers and sizes;
+        tallies and histories: read, as the tables read them all), so a missing or damaged one stops the report
+        before its first output is written."""
+        for part in ("photos", "masks"):
+            RaggedArray(self.data_dir / f"test_{part}", rerun("prepare"))
+        for model in self.models:
+            RaggedArray(self.pred_path(model).with_suffix(""), self.pred_fix(model))
+        inside_models = [inside(s, m) for s in self.strategies if self.evals[s][0].get("members_inside") is not None
+                         for m in self.evals[s][0]["members"]]
+        for index, seed in enumerate(self.seeds):
+            for model in self.models + inside_models:
+                self.tallies(model, index)
+            for model in self.trained:
+                self.history(model, seed)
 
     def history(self, model: str, seed: int) -> pd.DataFrame:
         """A trained model's per-epoch history.csv, read once (the curves and the gradient sentence use it)."""
         key = (model, seed)
         if key not in self._histories:
             path = self.history_path(model, seed)
-            history = pd.read_csv(path)
+            history = read_csv(path, retrain(self.training_stage(model)))
             if "epoch" not in history:
-                raise UserError(f"{path}: no 'epoch' column; run `dvc repro train` again")
+                raise UserError(f"{path}: no 'epoch' column; {retrain(self.training_stage(model))}")
             self._histories[key] = history
         return self._histories[key]
 
@@ -122,17 +120,17 @@ class Study:
         key = (model, index)
         if key not in self._tallies:
             path = self.tallies_path(model, self.seeds[index])
-            tallies = np.load(path)
+            tallies = load_npy(path, rerun("evaluate"))
             expected = (self.n_test, 3, len(self.classes))
             if tallies.shape != expected:
                 raise UserError(f"{path}: shape {tallies.shape}, expected {expected} (test images, tallies, "
-                                "classes); run `dvc repro evaluate` again")
+                                f"classes); {rerun('evaluate')}")
             self._tallies[key] = tallies
         return self._tallies[key]
 
     @cached_property
     def n_test(self) -> int:
-        return len(json.loads((self.data_dir / "test_names.json").read_text()))
+        return len(read_json(self.data_dir / "test_names.json", rerun("prepare"), list))
 
     def values(self, model: str, key: str) -> list[float]:
         """One record field across seeds, nulls dropped."""
@@ -140,7 +138,7 @@ class Study:
 
 
 def load_study(cfg: Config, data_dir: Path, runs_dir: Path) -> Study:
-    """Read the spec and every evaluate record, and check that all other inputs exist before any is used."""
+    """Read the spec and every evaluate record, and check every other input before any is used."""
     spec = prepared_spec(data_dir)
     classes, colours, dataset = spec.names, spec.palette, spec.name
     evals = {}
@@ -149,23 +147,22 @@ def load_study(cfg: Config, data_dir: Path, runs_dir: Path) -> Study:
         evals[model] = [_load_record(runs_dir / f"seed{seed}" / "evaluate" / f"{model}.json", classes, ensemble)
                         for seed in cfg.seeds]
     study = Study(cfg, data_dir, runs_dir, dataset, classes, colours, evals)
-    for path, stage in study.inputs():
-        require(path, stage)
+    study.check_inputs()
     return study
 
 
 def _load_record(path: Path, classes: list[str], ensemble: bool) -> dict:
-    record = read_json(path, "evaluate")
+    record = read_json(path, rerun("evaluate"))
     keys = RECORD_KEYS + (("members",) if ensemble else ())
     missing = [key for key in keys if key not in record]
     missing += [f"params.{key}" for key in PARAM_KEYS if key not in record.get("params", {})]
     if missing:
-        raise UserError(f"{path}: missing {', '.join(missing)}; run `dvc repro evaluate` again")
+        raise UserError(f"{path}: missing {', '.join(missing)}; {rerun('evaluate')}")
     hypothesis = record["hypothesis"]
     if hypothesis is not None and not (isinstance(hypothesis, dict) and all(k in hypothesis for k in HYPOTHESIS_KEYS)):
         raise UserError(f"{path}: 'hypothesis' must be null or have {', '.join(HYPOTHESIS_KEYS)}; "
-                        "run `dvc repro evaluate` again")
+                        f"{rerun('evaluate')}")
     if set(record["per_class_iou"]) != set(classes):
         raise UserError(f"{path}: per_class_iou names {sorted(record['per_class_iou'])} differ from spec.json's "
-                        f"classes {classes}; run `dvc repro evaluate` again")
+                        f"classes {classes}; {rerun('evaluate')}")
     return record
