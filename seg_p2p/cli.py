@@ -50,8 +50,8 @@ def cmd_params(args):
 
 
 def cmd_plan(args):
-    from seg_p2p.plan import study_plan
     from seg_p2p.plan.show import table
+    from seg_p2p.plan.study import study_plan
 
     plan = study_plan(_config(args), Path(args.strategies_dir), args.throughput, args.measure)
     print(json.dumps(plan.as_json(), indent=2) if args.json else table(plan))

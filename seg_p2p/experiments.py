@@ -38,7 +38,7 @@ def check_study(cfg, plan: bool = True) -> None:
     """What a stage would refuse later, refused now: every strategy the study names is valid (load_config found its
     file); then (`plan`) the study's cost, and a refusal where it would not fit the free disk (seg_p2p.plan)."""
     from seg_p2p.ensemble.strategy import check_strategies  # the package registers every combiner kind first
-    from seg_p2p.plan import announce
+    from seg_p2p.plan.show import announce
 
     check_strategies(cfg, Path("ensembles"))
     if plan:

@@ -64,7 +64,7 @@ def assert_outputs_complete(out: Path) -> list[Path]:
             continue
         if path.suffix == ".pt":
             state = torch.load(path, map_location="cpu", weights_only=True)
-            assert isinstance(state, dict) and "model" in state, path
+            assert isinstance(state, dict) and ("model" in state or state.get("complete")), path  # a record once complete
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":

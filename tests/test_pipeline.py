@@ -43,6 +43,19 @@ def test_repro_runs_every_stage_and_writes_the_conclusion(study):
     assert "pix2pix" in shown
 
 
+def test_the_plans_disk_is_what_the_study_left(study):
+    """`seg-p2p plan`'s disk against `du` of what the study wrote, DVC's cache with it (one `du` call counts a
+    hard-linked file once), before anything else runs in the repo."""
+    import subprocess
+
+    root, _ = study
+    planned = json.loads(run_in([str(BIN / "seg-p2p"), "plan", "--json"], root).stdout)["total"]["disk_bytes"]
+    paths = [name for name in ("data", "runs", "reports", ".dvc/cache", "mlruns", "mlflow.db") if (root / name).exists()]
+    used = int(subprocess.run(["du", "-scb", *paths], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.splitlines()[-1].split()[0])
+    assert abs(planned - used) <= 0.1 * used, (planned, used)
+
+
 def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
     from mlflow.tracking import MlflowClient
 
@@ -85,8 +98,8 @@ def test_changing_one_member_reruns_only_what_depends_on_it(study):
 def test_exp_run_queues_experiments_as_dvc_experiments(study):
     root, _ = study
     for lr in ("0.003", "0.004"):
-        delta = root / "experiments" / f"lr-{lr}.yaml"
-        delta.write_text(f"name: lr-{lr}\nmembers:\n  unet_ce:\n    optimizer:\n      lr: {lr}\n")
+        delta = root / "experiments" / f"lr-{lr[-1]}.yaml"  # a plain name: it becomes a folder
+        delta.write_text(f"name: lr-{lr[-1]}\nmembers:\n  unet_ce:\n    optimizer:\n      lr: {lr}\n")
         run_in([str(BIN / "seg-p2p"), "exp", "run", str(delta), "--queue"], root)
     status = run_in(["dvc", "queue", "status"], root).stdout
     assert status.count("Queued") == 2, status

@@ -17,7 +17,7 @@ from seg_p2p.cluster.plan import current_inputs, describe, read_plan
 from seg_p2p.cluster.submission import DONE, PENDING, RECORD, RUNNING, Submission, pick_executor, submit
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
-from seg_p2p.plan import announce
+from seg_p2p.plan.show import announce
 from seg_p2p.environment import dvc_executable, stage_environment
 from seg_p2p.tracking import PARENT_RUN_ENV, create_parent_run, experiment_key
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from seg_p2p.plan import StudyPlan
+import sys
+from pathlib import Path
+
+from seg_p2p.plan.study import StudyPlan, check_disk, study_plan
 
 
 def si(value: float, unit: str) -> str:
@@ -50,3 +53,12 @@ def summary(plan: StudyPlan) -> str:
         lines.append(f"time on {total['hours_on']}: {duration(total['hours'])} of compute in all{gpu}; critical "
                      f"path {duration(total['critical_path_hours'])}: {path}")
     return "\n".join(lines)
+
+
+def announce(cfg, root: Path, strategies_dir: Path = Path("ensembles")) -> StudyPlan:
+    """What `make study`, `exp run` and `cluster run` print before anything runs: the plan's totals and critical
+    path; a study that would not fit the free disk stops here."""
+    plan = study_plan(cfg, strategies_dir)
+    print(f"seg-p2p plan: {summary(plan)}".replace("\n", "\nseg-p2p plan: "), file=sys.stderr, flush=True)
+    check_disk(plan, root)
+    return plan

@@ -1,4 +1,5 @@
-"""`seg-p2p plan --measure`: each member's training step timed on this machine, so FLOPs become hours here.
+"""How a plan's FLOPs become seconds: a given throughput, or each member's training step timed on this machine
+(`seg-p2p plan --measure`).
 
 A few engine train_steps of every member at the study's batch and crop size, on `train.device` (on this machine's
 CPU where the study asks for a GPU it has not got, said in the hours' label), after warm-up steps; data loading,
@@ -9,12 +10,31 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
-from seg_p2p.plan import Rates
+from seg_p2p.plan.estimate import StagePlan
 
 WARMUP, TIMED = 2, 5
+
+
+@dataclass
+class Rates:
+    """How FLOPs become seconds: one achieved FLOP/s for every stage (`--throughput`), or each member's measured
+    (FLOPs, seconds) of one step (`--measure`), a stage of several members at their combined rate."""
+
+    device: str  # what the hours are for
+    flops_per_second: float | None = None
+    measured: dict[str, tuple[float, float]] | None = None
+
+    def seconds(self, stage: StagePlan) -> float:
+        if self.flops_per_second:
+            return stage.flops / self.flops_per_second if stage.rates else 0.0
+        if not stage.rates:
+            return 0.0
+        flops, seconds = (sum(self.measured[m][i] for m in stage.rates) for i in (0, 1))
+        return stage.flops * seconds / flops
 
 
 def timed_step(cfg, name: str, spec, device: torch.device) -> float:
