@@ -59,7 +59,7 @@ def build_config(args: argparse.Namespace, size: int, batch: int, device: torch.
 
 def our_batches(data: PreparedData, cfg: Config, batch: int, seed: int, pin: bool) -> Iterator[dict]:
     """Endless batches exactly as fit draws them: set_epoch, a seeded permutation, a DataLoader per epoch."""
-    dataset = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
+    dataset = SegmentationDataset(data, "train", build_transform(cfg.data, cfg.inference.mode, train=True), seed)
     epoch = 0
     while True:
         dataset.set_epoch(epoch)

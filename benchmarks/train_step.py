@@ -203,7 +203,7 @@ def bench_inference(model: SegModel, cfg: Config, data: PreparedData, args: argp
     """Ours, batched, no_grad, eval mode, the member's probabilities (what predict writes); then slide inference."""
     cuda = next(model.parameters()).device.type == "cuda"
     device = next(model.parameters()).device
-    eval_set = SegmentationDataset(data, "train", build_transform(cfg, train=False), args.seed)
+    eval_set = SegmentationDataset(data, "train", build_transform(cfg.data, cfg.inference.mode, train=False), args.seed)
     eval_batch = to_device(next(iter(DataLoader(eval_set, batch_size=cfg.train.batch_size))), device,
                            cfg.train.channels_last)
     infer_flops = flops_per_image(model.inference_network(), eval_batch["photo"])

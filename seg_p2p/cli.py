@@ -42,11 +42,13 @@ def cmd_prepare(args):
 
 
 def cmd_params(args):
-    from seg_p2p.ensemble.strategy import training_budgets
+    from seg_p2p.ensemble.strategy import load_strategy, training_budgets
     from seg_p2p.models import parameter_table
 
     cfg = _config(args)
-    print(json.dumps(parameter_table(cfg) | {"strategy_epochs": training_budgets(cfg, Path("ensembles"))}, indent=2))
+    strategies = {name: load_strategy(cfg, name, Path("ensembles")).model_dump() for name in cfg.strategies}
+    print(json.dumps(parameter_table(cfg) | {"strategy_epochs": training_budgets(cfg, Path("ensembles")),
+                                             "strategies": strategies}, indent=2))  # bases resolved
 
 
 def cmd_plan(args):

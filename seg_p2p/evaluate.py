@@ -118,7 +118,7 @@ def evaluate_seed(cfg: Config, seed: int, data_dir: Path, seed_dir: Path, out_di
 
     data = PreparedData(data_dir)
     spec = data.spec
-    test = SegmentationDataset(data, "test", build_transform(cfg, train=False), seed)
+    test = SegmentationDataset(data, "test", build_transform(cfg.data, cfg.inference.mode, train=False), seed)
     # Masks at the evaluation size: native (slide mode, read as needed) or resized with the photos (resize mode).
     truth = data.masks("test") if cfg.inference.mode == "slide" else [test[i]["mask"] for i in range(len(test))]
     # Costs are measured on model inputs (crop_size photos, as a slide window), then scaled to a whole test photo.

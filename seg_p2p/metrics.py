@@ -173,10 +173,3 @@ def bootstrap_samples(tallies_a: np.ndarray, tallies_b: np.ndarray, samples: int
              for tallies in (tallies_a, tallies_b)]
     full = _miou_batch(np.stack([tallies_a.sum(0), tallies_b.sum(0)]).astype(np.float64))
     return float(full[0] - full[1]), mious[0] - mious[1]
-
-
-def bootstrap_delta(tallies_a: np.ndarray, tallies_b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
-    """mIoU(a) - mIoU(b) on the same test images, with a 95% percentile interval over resampled images."""
-    delta, draws = bootstrap_samples(tallies_a, tallies_b, samples, seed)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {"delta": delta, "low": float(low), "high": float(high)}

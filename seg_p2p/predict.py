@@ -110,7 +110,7 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
     torch.manual_seed(0)  # dropout_at_test draws from it: the same checkpoint gives the same probabilities
     inference = Inference.from_config(cfg)
     for split in splits:
-        dataset = SegmentationDataset(data, split, build_transform(cfg, train=False))
+        dataset = SegmentationDataset(data, split, build_transform(cfg.data, cfg.inference.mode, train=False))
         names = data.names(split)
         target = SplitOutput(out_dir, split, [inference.eval_size(size) for size in data.sizes(split)],
                              data.spec.num_classes, store_probs=True)

@@ -123,7 +123,7 @@ def segment(cfg: Config, model_dir: Path, inputs: list[str], out_dir: Path, data
     photos = list_inputs(inputs, cfg.data.max_image_pixels)
     check_writable(out_dir)
     colours = colour_table(spec.palette)
-    transform = build_transform(cfg, train=False)
+    transform = build_transform(cfg.data, cfg.inference.mode, train=False)
     torch.manual_seed(0)  # dropout_at_test draws from it: the same photo gives the same labels
     for path in tqdm(photos, desc=f"segment ({label}, {settings.mode})", unit="img"):
         photo = to_rgb(open_image(path, cfg.data.max_image_pixels), path)  # upright, as viewers show it

@@ -32,8 +32,8 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     seed_everything(seed, cfg.train.deterministic)  # the initial weights too: same seed, same run
     model = build_member(cfg, name, data.spec)
     check_training(cfg, out_dir)
-    train_set = SegmentationDataset(data, "train", build_transform(cfg, train=True), seed)
-    val_set = SegmentationDataset(data, "val", build_transform(cfg, train=False), seed)
+    train_set = SegmentationDataset(data, "train", build_transform(cfg.data, cfg.inference.mode, train=True), seed)
+    val_set = SegmentationDataset(data, "val", build_transform(cfg.data, cfg.inference.mode, train=False), seed)
     # The inference mode decides the training crops and how val picks best.pt: part of the run's identity.
     identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(),
                            cfg.inference.model_dump(), seed, code=__name__, inputs=data.files())

@@ -77,6 +77,42 @@ def test_no_module_of_the_package_reaches_itself_through_its_imports():
     assert not circles, f"these modules import themselves through others: {circles}"
 
 
+# The package from the bottom up: a module (or subpackage, taken whole) imports only from layers below its own.
+LAYERS = [
+    {"seg_p2p", "codedeps", "errors", "interrupts", "layout"},
+    {"atomic", "device", "distributed", "environment", "fingerprint", "settings", "stored"},
+    {"ragged", "seeding"},
+    {"data", "probabilities"},
+    {"metrics", "models"},
+    {"config"},
+    {"checkpoint", "inference", "report", "tracking"},
+    {"epoch_outputs", "predict"},
+    {"engine"},
+    {"costs", "ensemble", "train"},
+    {"evaluate", "plan", "segment"},
+    {"cluster"},
+    {"experiments"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def test_every_import_runs_down_the_layers():
+    """No arrow back up (lazy imports included): e.g. data/transforms reads the data settings it is given, never
+    config, which stands above data."""
+    level = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+    def part(module: str) -> str:  # seg_p2p.data.readers -> data; seg_p2p -> seg_p2p
+        return module.split(".")[1] if "." in module else module
+
+    graph = import_graph()
+    assert {part(module) for module in graph} <= set(level), "a new module: give it its layer in LAYERS"
+    upward = sorted(f"{module} imports {target}" for module, targets in graph.items() for target in targets
+                    if target.startswith("seg_p2p") and level[part(target)] >= level[part(module)]
+                    and part(target) != part(module))
+    assert not upward, f"imports that run up or sideways (move the shared code down, or reorder LAYERS): {upward}"
+
+
 @pytest.mark.slow
 def test_editing_a_model_file_leaves_prepare_up_to_date(tmp_path):
     """prepare reads `data:` alone: a model file is not among its deps, so editing one never re-decodes a dataset;

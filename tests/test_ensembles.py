@@ -174,6 +174,32 @@ def test_strategy_members_default_to_every_member_and_kinds_bring_their_settings
         load_strategy(cfg, "fixed", tmp_path)
 
 
+def test_a_strategy_holds_only_what_it_changes_from_its_base(tmp_path):
+    cfg = toy_config()
+    (tmp_path / "joint.yaml").write_text("combiner: joint\nbeta: 0.5\nfusion: {hidden: 8, layers: 2}\nn_epochs: 1\n")
+    (tmp_path / "control.yaml").write_text("base: joint\nbeta: 0\nfusion: {hidden: 4}\n")
+    (tmp_path / "variant.yaml").write_text("base: control\ninit: scratch\nn_epochs: 2\n")
+    strategy = load_strategy(cfg, "variant", tmp_path)  # the base's base first, each file laid over it
+    assert (strategy.beta, strategy.init, strategy.n_epochs) == (0, "scratch", 2)
+    assert (strategy.fusion.hidden, strategy.fusion.layers) == (4, 2)  # nested settings merge
+    (tmp_path / "orphan.yaml").write_text("base: nobody\nbeta: 0\n")
+    with pytest.raises(UserError, match=r"orphan.yaml: base: 'nobody' is not a strategy of .* fix the name$"):
+        load_strategy(cfg, "orphan", tmp_path)
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    with pytest.raises(UserError, match=r"base: 'a' leads back to itself \(a -> b -> a\)") as error:
+        load_strategy(cfg, "a", tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_the_shipped_variants_are_deltas_of_their_base():
+    from conftest import REPO
+
+    for name in ("control", "control-no-d", "joint-no-d", "joint-beta25", "scratch", "scratch-control"):
+        text = (REPO / "ensembles" / f"{name}.yaml").read_text()
+        assert "base:" in text and "combiner:" not in text and len(text.splitlines()) <= 5, name
+
+
 @pytest.mark.parametrize("text, key", [("beta: 1.5", "beta"), ("beta: -0.1", "beta"), ("balance: equal", "balance")])
 def test_joint_settings_out_of_range_are_refused_with_the_file_and_key(tmp_path, text, key):
     (tmp_path / "bad.yaml").write_text(f"combiner: joint\n{text}\n")

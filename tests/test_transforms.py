@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_p2p.config import Config, InferenceConfig
+from seg_p2p.config import InferenceConfig
 from seg_p2p.data.settings import DataConfig, SyntheticConfig
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.data.dataset import SegmentationDataset
@@ -32,14 +32,15 @@ def assert_aligned(photo: np.ndarray, mask: np.ndarray) -> None:
     assert set(np.unique(mask)) <= set(range(len(COLOURS)))  # nearest neighbour: no blended class ids
 
 
-def config(mode="resize", **data) -> Config:
-    return Config(data=DataConfig(**data), inference=InferenceConfig(mode=mode))
+def config(mode="resize", **data) -> tuple[DataConfig, str]:
+    """What build_transform reads: the data settings and the inference mode."""
+    return DataConfig(**data), InferenceConfig(mode=mode).mode
 
 
 @pytest.mark.parametrize("mode", ["resize", "slide"])
 @pytest.mark.parametrize("train", [True, False])
 def test_transforms_keep_alignment(train, mode):
-    transform = build_transform(config(mode, load_size=72, crop_size=64, scale_range=[1.0, 2.0]), train=train)
+    transform = build_transform(*config(mode, load_size=72, crop_size=64, scale_range=[1.0, 2.0]), train=train)
     for seed in range(40):
         photo, mask = block_image(seed)
         transform.set_random_seed(seed)
@@ -51,13 +52,13 @@ def test_transforms_keep_alignment(train, mode):
 
 def test_slide_training_crops_rescale_and_pad_with_void():
     photo, mask = block_image(0)
-    shrink = build_transform(config("slide", load_size=72, crop_size=64, scale_range=[0.25, 0.25], flip=False), True)
+    shrink = build_transform(*config("slide", load_size=72, crop_size=64, scale_range=[0.25, 0.25], flip=False), True)
     out = shrink(image=photo, mask=mask)
     h, w = round(photo.shape[0] / 4), round(photo.shape[1] / 4)  # smaller than the crop: padded bottom-right
     assert out["image"].shape == (64, 64, 3) and (out["mask"][h:] == IGNORE_INDEX).all()
     assert (out["mask"][:, w:] == IGNORE_INDEX).all() and (out["image"][h:] == 128).all()
     assert (out["mask"][:h, :w] != IGNORE_INDEX).all()
-    native = build_transform(config("slide", load_size=72, crop_size=64, scale_range=[1.0, 1.0], flip=False), True)
+    native = build_transform(*config("slide", load_size=72, crop_size=64, scale_range=[1.0, 1.0], flip=False), True)
     native.set_random_seed(0)
     crop = native(image=photo, mask=mask)["mask"]  # a crop of the photo at its own scale: found in it unchanged
     assert any((mask[y:y + 64, x:x + 64] == crop).all() for y in range(mask.shape[0] - 63)
@@ -65,8 +66,8 @@ def test_slide_training_crops_rescale_and_pad_with_void():
 
 
 def test_train_transform_flips_about_half_the_time():
-    with_flip = build_transform(config(load_size=72, crop_size=64), train=True)
-    without = build_transform(config(load_size=72, crop_size=64, flip=False), True)
+    with_flip = build_transform(*config(load_size=72, crop_size=64), train=True)
+    without = build_transform(*config(load_size=72, crop_size=64, flip=False), True)
     photo, mask = block_image(0)
     flipped = 0
     for seed in range(40):
@@ -81,7 +82,7 @@ def test_train_transform_flips_about_half_the_time():
 
 def test_eval_transform_resizes_to_crop_size():
     photo, mask = block_image(0)
-    out = build_transform(config(load_size=40, crop_size=32), train=False)(image=photo, mask=mask)
+    out = build_transform(*config(load_size=40, crop_size=32), train=False)(image=photo, mask=mask)
     assert out["image"].shape == (32, 32, 3)
     assert_aligned(out["image"], out["mask"])
 
@@ -98,7 +99,7 @@ def items(dataset, indices):
 
 
 def test_dataset_items(prepared):
-    dataset = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=3)
+    dataset = SegmentationDataset(prepared, "train", build_transform(*config(), train=True), seed=3)
     item = dataset[2]
     assert len(dataset) == 8 and item["index"] == 2
     assert item["photo"].dtype == torch.float32 and item["photo"].shape == (3, 64, 64)
@@ -107,9 +108,9 @@ def test_dataset_items(prepared):
 
 
 def test_dataset_is_a_pure_function_of_seed_epoch_index(prepared):
-    transform = build_transform(Config(), train=True)
+    transform = build_transform(*config(), train=True)
     first = SegmentationDataset(prepared, "train", transform, seed=3)
-    again = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=3)
+    again = SegmentationDataset(prepared, "train", build_transform(*config(), train=True), seed=3)
     order = [5, 1, 7, 1, 0]
     for a, b in zip(items(first, order), items(again, order[::-1])[::-1]):  # order of access does not matter
         assert torch.equal(a["photo"], b["photo"]) and torch.equal(a["mask"], b["mask"])
@@ -122,7 +123,7 @@ def test_dataset_is_a_pure_function_of_seed_epoch_index(prepared):
 
 
 def test_dataloader_workers_see_the_same_items(prepared):
-    dataset = SegmentationDataset(prepared, "train", build_transform(Config(), train=True), seed=0)
+    dataset = SegmentationDataset(prepared, "train", build_transform(*config(), train=True), seed=0)
     dataset.set_epoch(2)
     dataset[0]  # opens the memory maps; pickling for workers must not copy them
     assert len(pickle.dumps(dataset)) < 100_000

@@ -25,7 +25,6 @@ LABELS = (  # (name, id, trainId) as in labels.py
     ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16), ("motorcycle", 32, 17), ("bicycle", 33, 18),
 )
 NUM_LABEL_IDS = len(LABELS)  # ids 0..33; any other value means the file is not a labelIds image
-NUM_TRAIN_IDS = len({train_id for _, _, train_id in LABELS} - {IGNORE_INDEX})
 TRAIN_ID_LOOKUP = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 TRAIN_ID_LOOKUP[[label_id for _, label_id, _ in LABELS]] = [train_id for _, _, train_id in LABELS]
 

@@ -30,7 +30,7 @@ from PIL import ExifTags, Image, ImageOps
 from seg_p2p.data import ade20k, voc
 from seg_p2p.data.cityscapes import to_train_ids
 from seg_p2p.data.settings import PIL_PIXEL_LIMIT
-from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec, load_spec, match_palette, refuse_off_palette
+from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec, decode_colour_labels, load_spec, match_palette
 from seg_p2p.errors import UserError
 
 # open_image applies data.max_image_pixels itself, so that a refusal names the file and the setting; PIL's own
@@ -271,8 +271,7 @@ class RawDataset:
             if self.format == "ade20k":
                 return photo, ade20k.to_class_ids(label, pair.label), None
             label = to_rgb(label, pair.label)  # a palette PNG by its colours, matched like any colour label
-        mask, off_palette = match_palette(label, self.spec)
-        refuse_off_palette(off_palette, self.spec, str(pair.label))
+        mask, off_palette = decode_colour_labels(label, self.spec, str(pair.label))
         return photo, mask, int(off_palette.sum())
 
     def photo_size(self, pair: Pair) -> tuple[int, int]:

@@ -143,8 +143,9 @@ def refuse_off_palette(off_palette: np.ndarray, spec: DatasetSpec, source: str) 
                         "is it a photo rather than a colour label, or is the dataset spec wrong?")
 
 
-def decode_colour_labels(rgb: np.ndarray, spec: DatasetSpec, source: str) -> np.ndarray:
-    """HxWx3 colour label -> HxW uint8 class ids by nearest palette colour (void colours -> IGNORE_INDEX)."""
+def decode_colour_labels(rgb: np.ndarray, spec: DatasetSpec, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 colour label -> HxW uint8 class ids by nearest palette colour (void colours -> IGNORE_INDEX), and the
+    mask of pixels off the palette (data check counts them); refused when most of them are."""
     ids, off_palette = match_palette(rgb, spec)
     refuse_off_palette(off_palette, spec, source)
-    return ids
+    return ids, off_palette

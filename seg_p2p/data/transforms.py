@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from seg_p2p.config import Config
+from seg_p2p.data.settings import DataConfig
 from seg_p2p.data.spec import IGNORE_INDEX
 
 PAD_PHOTO = 128  # uint8 grey of padded photo pixels: ~0 in the models' [-1, 1] input range, as inference pads
@@ -35,9 +35,10 @@ def resize(size: int) -> A.Resize:
     return A.Resize(size, size, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def build_transform(cfg: Config, train: bool) -> A.Compose:
-    """The transform of a split as the models see it: the training jitter, or the evaluation geometry."""
-    data, slide = cfg.data, cfg.inference.mode == "slide"
+def build_transform(data: DataConfig, mode: str, train: bool) -> A.Compose:
+    """The transform of a split as the models see it: the training jitter, or the evaluation geometry. `mode`: the
+    inference mode (resize | slide)."""
+    slide = mode == "slide"
     if not train:
         return A.Compose([] if slide else [resize(data.crop_size)])
     if slide:

@@ -139,6 +139,23 @@ def combiner_kind(strategy: StrategyConfig) -> CombinerKind:
     return COMBINERS[strategy.combiner]
 
 
+def strategy_file(folder: Path, name: str, chain: tuple[str, ...] = ()) -> dict:
+    """A strategy file's settings with its `base:` resolved: the base strategy's settings (its own base first), the
+    file's keys laid over them, so a variant holds only what it changes (as an experiment holds only its delta)."""
+    path = folder / f"{name}.yaml"
+    raw = read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or plain_name_problem(base) is not None or not (folder / f"{base}.yaml").is_file():
+        raise UserError(f"{path}: base: {base!r} is not a strategy of {folder} (known: {known_strategies(folder)}); "
+                        "fix the name")
+    if base in (*chain, name):
+        raise UserError(f"{path}: base: '{base}' leads back to itself ({' -> '.join((*chain, name, base))}); "
+                        "end the chain at a file without base:")
+    return deep_merge(strategy_file(folder, base, (*chain, name)), raw)
+
+
 def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     if (problem := plain_name_problem(name)) is not None:  # a --strategy or --model name: it becomes its out folder
         raise UserError(f"strategy {problem}; name a file of {folder} (known: {known_strategies(folder)})")
@@ -146,7 +163,7 @@ def load_strategy(cfg: Config, name: str, folder: Path) -> StrategyConfig:
     if not path.exists():
         raise UserError(f"{path}: no such strategy (known: {known_strategies(folder)}); add the file or fix the "
                         "name in strategies:")
-    raw = deep_merge(read_yaml(path), cfg.strategy_settings.get(name, {}))  # an experiment's changes to the file
+    raw = deep_merge(strategy_file(folder, name), cfg.strategy_settings.get(name, {}))  # an experiment's changes
     if name in cfg.strategy_settings:
         path = Path(f"{path} (with strategy_settings.{name})")
     if raw.get("combiner") not in COMBINERS:

@@ -135,7 +135,8 @@ def _dataset(job: StrategyRun, split: str, jitter: bool | None = None):
     from seg_p2p.data.transforms import build_transform
 
     train = split == "train" if jitter is None else jitter
-    return SegmentationDataset(job.data, split, build_transform(job.cfg, train=train), job.seed)
+    transform = build_transform(job.cfg.data, job.cfg.inference.mode, train=train)
+    return SegmentationDataset(job.data, split, transform, job.seed)
 
 
 class Stacking(TrainedCombiner):
