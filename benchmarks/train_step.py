@@ -1,8 +1,8 @@
 """`python -m benchmarks.train_step`: training images/s, seg_p2p's way against the reference way.
 
-For each member (pix2pix, unet_l1, unet_ce) and each --size, three configurations train the same
-model class in one process, their timed blocks interleaved (A B C, C B A, A B C, ...) so a busy
-machine slows all of them alike:
+For each member of --params (pix2pix, unet_l1, unet_ce, unet_ce_adv; --members picks some) and each --size, three
+configurations train the same model class in one process, their timed blocks interleaved (A B C, C B A, A B C, ...)
+so a busy machine slows all of them alike:
 
 - `ours`: seg_p2p's own path: the prepared uint8 cache -> SegmentationDataset with the albumentations
   jitter -> DataLoader -> the engine's own `train_step` and `LossLog` with the member's optimizers, no
@@ -36,25 +36,20 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.inference import bench_inference
 from benchmarks.measure import (Runner, interleaved, log, median, paired_speedup, peak_memory_mib,
                                 restored_global_state, rounded, state_mib)
 from benchmarks.ours import build_config, levers, our_batches, our_flags, our_runner
 from benchmarks.reference import (ReferenceDataset, reference_batches, reference_enter, reference_optimizers,
                                   reference_step, write_aligned_jpegs)
 from benchmarks.report import header, to_json
-from seg_p2p.config import Config, InferenceConfig
-from seg_p2p.data.dataset import SegmentationDataset
+from seg_p2p.config import Config
 from seg_p2p.data.prepare import PreparedData, prepare
-from seg_p2p.data.transforms import build_transform
 from seg_p2p.device import Precision, select_device, to_device
 from seg_p2p.engine import train_step
-from seg_p2p.inference import Inference, window_starts
-from seg_p2p.metrics import flops_per_image
 from seg_p2p.models import build_member, parameter_counts
-from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +113,50 @@ def placed_member(name: str, cfg: Config, data: PreparedData, device: torch.devi
     return model, model.optimizers()
 
 
+def reference_runner(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceDataset, device: torch.device):
+    """The member as the reference trains it: its own fp32 NCHW copy, plain Adam, JPEG batches decoded per step."""
+    ref_model = build_member(cfg, name, data.spec).to(device)
+    ref_model.train()
+    ref_opts = reference_optimizers(ref_model, cfg.members[name])
+    ref_batches = reference_batches(ref_set, cfg.train.num_workers)
+
+    def ref_step() -> None:
+        reference_step(ref_model, to_device(next(ref_batches), device, False), ref_opts)
+
+    return ref_model, ref_opts, ref_step
+
+
+def runner_rows(runners: list[Runner], rates: dict, train_flops: float, device: torch.device,
+                peak_tflops: float | None) -> dict:
+    """One row per configuration: images/s (median and every repeat), GFLOP/s, peak memory, MFU on a GPU."""
+    rows = {}
+    for runner in runners:
+        rate = median(rates[runner.name])
+        rows[runner.name] = {"batch": runner.images, "images_per_s": rounded(rate),
+                             "seconds_per_image": rounded(1 / rate),
+                             "images_per_s_repeats": [rounded(r) for r in rates[runner.name]],
+                             "gflop_per_s": rounded(train_flops * rate / 1e9),
+                             "peak_memory_mib": peak_memory_mib(runner, device)}
+        if peak_tflops:
+            rows[runner.name]["model_flops_utilisation"] = rounded(train_flops * rate / (peak_tflops * 1e12))
+    return rows
+
+
+def compiled_runner(name: str, cfg: Config, data: PreparedData, args: argparse.Namespace, device: torch.device,
+                    precision: Precision, flags, sync) -> tuple[Runner, float]:
+    """`ours` under torch.compile on its own copy of the model (same initial weights), so the eager rows time eager
+    kernels only; its first step (the compilation) is run here, untimed by the rows, and its seconds returned."""
+    twin, twin_optimizers = placed_member(name, cfg, data, device, args.seed)
+    batch = cfg.train.batch_size
+    runner = our_runner("ours_compiled", our_batches(data, cfg, batch, args.seed, device.type == "cuda"),
+                        torch.compile(twin), twin_optimizers, precision, device, cfg, batch, flags)
+    started = time.perf_counter()
+    runner.enter()
+    runner.step()
+    sync()
+    return runner, round(time.perf_counter() - started, 1)
+
+
 def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceDataset, args: argparse.Namespace,
                  device: torch.device, steps: int, repeats: int) -> dict:
     cuda = device.type == "cuda"
@@ -128,29 +167,16 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     precision = Precision(cfg.train.precision, device)
     model, optimizers = placed_member(name, cfg, data, device, args.seed)
 
-    ref_model = build_member(cfg, name, data.spec).to(device)  # fp32, NCHW
-    ref_model.train()
-    ref_opts = reference_optimizers(ref_model, cfg.members[name])
-    ref_batches = reference_batches(ref_set, cfg.train.num_workers)
-
-    def ref_step() -> None:
-        reference_step(ref_model, to_device(next(ref_batches), device, False), ref_opts)
-
+    ref_model, ref_opts, ref_step = reference_runner(name, cfg, data, ref_set, device)
     ours = our_runner("ours", our_batches(data, cfg, batch, args.seed, cuda), model, optimizers, precision,
                       device, cfg, batch, flags)
     runners = [ours, our_runner("ours_same_as_reference", our_batches(data, cfg, 1, args.seed, cuda), model,
                                 optimizers, precision, device, cfg, 1, flags),
                Runner("reference", 1, ref_step, reference_enter)]
     compiled = {}
-    if args.compile:  # its own copy of the model (same initial weights), so eager rows time eager kernels only
-        twin, twin_optimizers = placed_member(name, cfg, data, device, args.seed)
-        runners.append(our_runner("ours_compiled", our_batches(data, cfg, batch, args.seed, cuda), torch.compile(twin),
-                                  twin_optimizers, precision, device, cfg, batch, flags))
-        started = time.perf_counter()
-        runners[-1].enter()
-        runners[-1].step()  # the first step compiles
-        sync()
-        compiled["compile_seconds"] = round(time.perf_counter() - started, 1)
+    if args.compile:
+        runner, compiled["compile_seconds"] = compiled_runner(name, cfg, data, args, device, precision, flags, sync)
+        runners.append(runner)
 
     log(f"{name}: {batch=} warmup {args.warmup}, {repeats} interleaved repeats x "
         f"{math.ceil(steps / repeats)} step(s)")
@@ -163,16 +189,7 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
         train_step(model, to_device(next(flop_batches), device, cfg.train.channels_last), optimizers, precision)
     train_flops = counter.get_total_flops() / batch
 
-    memory = {runner.name: peak_memory_mib(runner, device) for runner in runners}
-    results = {}
-    for runner in runners:
-        rate = median(rates[runner.name])
-        entry = {"batch": runner.images, "images_per_s": rounded(rate), "seconds_per_image": rounded(1 / rate),
-                 "images_per_s_repeats": [rounded(r) for r in rates[runner.name]],
-                 "gflop_per_s": rounded(train_flops * rate / 1e9), "peak_memory_mib": memory[runner.name]}
-        if cuda:
-            entry["model_flops_utilisation"] = rounded(train_flops * rate / (args.peak_tflops * 1e12))
-        results[runner.name] = entry
+    results = runner_rows(runners, rates, train_flops, device, args.peak_tflops if cuda else None)
     if args.compile:
         results["ours_compiled"] |= compiled
         compiled = {"speedup_compiled": paired_speedup(rates["ours_compiled"], rates["reference"]),
@@ -196,60 +213,6 @@ def bench_member(name: str, cfg: Config, data: PreparedData, ref_set: ReferenceD
     if cuda:
         torch.cuda.empty_cache()
     return out
-
-
-def bench_inference(model: SegModel, cfg: Config, data: PreparedData, args: argparse.Namespace, precision: Precision,
-                    enter, sync) -> dict:
-    """Ours, batched, no_grad, eval mode, the member's probabilities (what predict writes); then slide inference."""
-    cuda = next(model.parameters()).device.type == "cuda"
-    device = next(model.parameters()).device
-    eval_set = SegmentationDataset(data, "train", build_transform(cfg.data, cfg.inference.mode, train=False), args.seed)
-    eval_batch = to_device(next(iter(DataLoader(eval_set, batch_size=cfg.train.batch_size))), device,
-                           cfg.train.channels_last)
-    infer_flops = flops_per_image(model.inference_network(), eval_batch["photo"])
-    enter()
-    model.eval()
-
-    def infer() -> None:
-        with torch.no_grad(), precision.autocast():
-            model.probabilities(model(eval_batch))
-
-    rates = interleaved([Runner("inference", eval_batch["photo"].shape[0], infer, enter)],
-                        warmup=1, repeats=3, steps_per_block=args.inference_steps, sync=sync)["inference"]
-    model.train()
-    rate = median(rates)
-    inference = {"batch": eval_batch["photo"].shape[0], "images_per_s": rounded(rate),
-                 "images_per_s_repeats": [rounded(r) for r in rates],
-                 "gflop_per_image": rounded(infer_flops / 1e9), "gflop_per_s": rounded(infer_flops * rate / 1e9)}
-    if cuda:
-        inference["model_flops_utilisation"] = rounded(infer_flops * rate / (args.peak_tflops * 1e12))
-    inference["slide"] = bench_slide(model, cfg, args, precision, enter, sync, rate)
-    return inference
-
-
-def bench_slide(model: SegModel, cfg: Config, args: argparse.Namespace, precision: Precision, enter, sync,
-                resize_rate: float) -> dict:
-    """Slide inference (seg_p2p.inference, what `inference.mode: slide` runs) on one --slide-size photo at its native
-    scale: windows of the crop size, batched by --batch. `window_throughput_vs_whole` = windows/s over the batched
-    whole-image images/s measured just before (same network, same input size): what the sliding costs."""
-    size, (height, width) = cfg.data.crop_size, args.slide_size
-    overlap = size // 4 if args.slide_overlap is None else args.slide_overlap
-    slider = Inference(InferenceConfig(mode="slide", overlap=overlap), size, cfg.train.batch_size)
-    device = next(model.parameters()).device
-    photo = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(args.seed)).to(device) * 2 - 1
-    windows = len(window_starts(height, size, slider.stride)) * len(window_starts(width, size, slider.stride))
-    model.eval()
-
-    def slide() -> None:
-        with torch.no_grad(), precision.autocast():
-            slider.probabilities(model, photo)
-
-    rates = interleaved([Runner("slide", 1, slide, enter)], warmup=1, repeats=3, steps_per_block=1, sync=sync)["slide"]
-    model.train()
-    rate = median(rates)
-    return {"photo": f"{width}x{height}", "window": size, "overlap": overlap, "windows": windows,
-            "batch": cfg.train.batch_size, "images_per_s": rounded(rate),
-            "images_per_s_repeats": [rounded(r) for r in rates], "windows_per_s": rounded(rate * windows), "window_throughput_vs_whole": rounded(rate * windows / resize_rate)}
 
 
 def bench_data(cfg: Config, data: PreparedData, ref_set: ReferenceDataset, args: argparse.Namespace) -> dict:

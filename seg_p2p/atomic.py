@@ -88,27 +88,37 @@ def check_writable(folder: str | Path) -> None:
                         "fix its permissions or choose another output folder")
 
 
+def _closed(fd: int, name: str) -> str:
+    os.close(fd)
+    return name
+
+
+def _temp_beside(path: Path, make) -> Path:
+    """A new hidden temp `.NAME.PID.XXXX.tmp` beside `path`, made by `make` (tempfile.mkstemp or mkdtemp's keywords),
+    after removing the temps a killed run left there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        return Path(make(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
+    except OSError as exc:
+        raise _cannot_write(path.parent, exc) from exc
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
     path = Path(path)
+    tmp = _temp_beside(path, lambda **where: _closed(*tempfile.mkstemp(**where)))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise _cannot_write(path.parent, exc) from exc
-    try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise UserError(f"{path}: write failed ({exc.strerror or exc}); free disk space or choose another folder") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -154,12 +164,7 @@ def atomic_dir(path: str | Path):
     import shutil
 
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
-    except OSError as exc:
-        raise _cannot_write(path.parent, exc) from exc
+    tmp = _temp_beside(path, tempfile.mkdtemp)
     try:
         yield tmp
         if path.exists():

@@ -183,25 +183,7 @@ def add_segment_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_segment)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seg-p2p", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="base parameter file (default: params.yaml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
-    check = with_experiment(data.add_parser("check", help="detect a dataset's format and report its splits and "
-                                            "classes"))
-    check.add_argument("path")
-    check.add_argument("--dataset", help="built-in spec name or spec YAML (default: PATH/dataset.yaml or by name)")
-    check.set_defaults(func=cmd_data_check)
-
-    p = with_experiment(sub.add_parser("prepare", help="decode the dataset once into a cache of uint8 arrays"))
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_prepare)
-
-    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member and the epochs of every trained strategy as JSON"))
-    p.set_defaults(func=cmd_params)
-
+def add_plan_parser(sub) -> None:
     p = with_experiment(sub.add_parser("plan", help="what the study will cost before it runs: jobs, training steps "
                                        "and FLOPs, disk, memory, hours, the critical path"))
     how = p.add_mutually_exclusive_group()
@@ -212,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies-dir", default="ensembles")
     p.set_defaults(func=cmd_plan)
 
+
+def add_stage_parsers(sub) -> None:
+    """The commands dvc.yaml's stages run, one per stage kind."""
     p = with_experiment(sub.add_parser("train", help="train one member (resumes from its last checkpoint)"))
     p.add_argument("--member", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -253,9 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "finished reports (reports/<name> folders), one row per study")
     p.set_defaults(func=cmd_report)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seg-p2p", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="base parameter file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
+    check = with_experiment(data.add_parser("check", help="detect a dataset's format and report its splits and "
+                                            "classes"))
+    check.add_argument("path")
+    check.add_argument("--dataset", help="built-in spec name or spec YAML (default: PATH/dataset.yaml or by name)")
+    check.set_defaults(func=cmd_data_check)
+
+    p = with_experiment(sub.add_parser("prepare", help="decode the dataset once into a cache of uint8 arrays"))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member, the epochs of every "
+                                       "trained strategy and every strategy resolved, as JSON"))
+    p.set_defaults(func=cmd_params)
+
+    add_plan_parser(sub)
+    add_stage_parsers(sub)
     add_segment_parser(with_experiment(sub.add_parser(
         "segment", help="label photos of any size with a trained member or strategy")))
-
     add_exp_parser(sub)
     add_cluster_parser(sub)
 

@@ -188,19 +188,25 @@ def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> d
             if rank.is_main:  # only rank 0 validates, logs and writes
                 record_epoch(model, row, state, job, {"val": val_loader, "train": monitor_loader},
                              val_set or train_set, device)
-    summary = {"epochs": state.total_epochs, "train_seconds": round(state.train_seconds, 3),
-               "seconds_per_step": round(state.train_seconds / (state.total_epochs * steps_per_epoch), 5),
-               "best_val_miou": state.best_miou if val_loader is not None else None,
-               "final": state.history[-1] if state.history else {}, "discriminator_collapse": log.collapsed,
-               "diverged": False, "params": parameter_counts(model), "device": str(device),
-               "input_normalisation": model.input_normalisation,
-               "placement": placement() | {"threads": torch.get_num_threads(), "processes": rank.world,
-                                           "backend": torch.distributed.get_backend() if rank.launched else None}}
+    summary = training_summary(model, state, steps_per_epoch, val_loader is not None, log.collapsed, device, rank)
     if rank.is_main:
         write_json(job.out_dir / "summary.json", summary)
         job.tracker.log_metrics({"train_seconds": state.train_seconds}
                                 | ({"best_val_miou": state.best_miou} if val_loader is not None else {}))
     return summary
+
+
+def training_summary(model: SegModel, state: TrainState, steps_per_epoch: int, validated: bool, collapsed: bool,
+                     device: torch.device, rank) -> dict:
+    """summary.json: what the training did, where, and at what speed."""
+    return {"epochs": state.total_epochs, "train_seconds": round(state.train_seconds, 3),
+            "seconds_per_step": round(state.train_seconds / (state.total_epochs * steps_per_epoch), 5),
+            "best_val_miou": state.best_miou if validated else None,
+            "final": state.history[-1] if state.history else {}, "discriminator_collapse": collapsed,
+            "diverged": False, "params": parameter_counts(model), "device": str(device),
+            "input_normalisation": model.input_normalisation,
+            "placement": placement() | {"threads": torch.get_num_threads(), "processes": rank.world,
+                                        "backend": torch.distributed.get_backend() if rank.launched else None}}
 
 
 def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loaders: dict, sample_set,
