@@ -128,6 +128,7 @@ class Config(Strict):
     members: dict[str, MemberSettings] = Field(default_factory=default_members)
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     strategy_settings: dict[str, dict] = {}  # strategy name -> keys laid over its file (an experiment's budgets)
+    gan_pairs: dict[str, str] = {}  # adversarial member -> the member it adds the GAN term to (the report's 2 x 2)
     mlflow: MlflowConfig = MlflowConfig()
     cluster: ClusterConfig = ClusterConfig()
 
@@ -155,6 +156,16 @@ class Config(Strict):
             if getattr(self.cluster.resources, stage).gpus == 0 and self.train.device != "cpu":
                 raise ValueError(f"cluster.resources.{stage}.gpus: 0 for a stage that runs on train.device "
                                  f"'{self.train.device}'; give it 1, or set train.device: cpu to run it on CPUs")
+        return self
+
+    @model_validator(mode="after")
+    def _gan_pairs_are_members(self):
+        """Each pair is an adversarial member and a member without a discriminator, both of the study."""
+        for gan, plain in self.gan_pairs.items():
+            for key, name, adversarial in ((f"gan_pairs.{gan}", gan, True), (f"gan_pairs.{gan}", plain, False)):
+                if name not in self.members or hasattr(self.members[name], "discriminator") != adversarial:
+                    raise ValueError(f"{key}: {name!r} is not a member {'with' if adversarial else 'without'} a "
+                                     f"discriminator (members: {', '.join(self.members)}); fix the pair or remove it")
         return self
 
     @model_validator(mode="after")

@@ -19,11 +19,13 @@ CLASSES = ["sky", "road", "car"]
 MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
 ALL_MEMBERS = MEMBERS + ["unet_ce_adv"]  # the members' 2 x 2
 SUPERVISION = {"pix2pix": "colour + L1", "unet_l1": "colour + L1", "unet_ce": "cross-entropy",
-               "unet_ce_adv": "cross-entropy"}
+               "unet_ce_adv": "cross-entropy", "deeplab": "cross-entropy"}
+KINDS = {"deeplab": "unet_ce"}  # a user's fifth cross-entropy member (its kind's settings: any plain one will do)
+GAN_PAIRS = {"pix2pix": "unet_l1", "unet_ce_adv": "unet_ce"}  # params.yaml's
 STRATEGIES = ["mean", "learned", "control", "joint", "joint-no-d"]
 OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
 # Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
-ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2),
+ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2), "deeplab": (0, 0, 0),
           "mean": (1, 2, 1), "max": (2, 2, 2), "zz": (3, 3, 3), "joint@pix2pix": (1, 1, 1), "control@pix2pix": (2, 2, 2),
           "learned": (3, 3, 3), "control": (3, 3, 3), "joint": (1, 1, 1), "joint-no-d": (3, 3, 3),
           "joint-onehot": (1, 1, 1)}
@@ -134,7 +136,8 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                 (folder / "train").mkdir(parents=True)
                 history.to_csv(folder / "train" / "history.csv", index=False)
     cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies),
-                                 "members": {member: {"kind": member} for member in members}})
+                                 "members": {member: {"kind": KINDS.get(member, member)} for member in members},
+                                 "gan_pairs": {g: p for g, p in GAN_PAIRS.items() if g in members and p in members}})
     return cfg, data, runs
 
 
@@ -350,6 +353,21 @@ def test_the_members_2x2_says_what_the_gan_term_does_on_each_path(tmp_path):
     assert "so the GAN term hurts." in text  # the cross-entropy pair: 2 errors against 1 on every seed
     assert subject(load_study(cfg, data, runs)) == "pix2pix and unet_ce_adv"
     assert "pix2pix and unet_ce_adv were trained end-to-end with the other networks, their discriminators" in text
+
+
+def test_the_2x2_pairs_members_as_declared_not_by_supervision_and_order(tmp_path):
+    """A fifth cross-entropy member listed before unet_ce: unet_ce_adv is still compared with unet_ce, the member it
+    adds the GAN term to, and the newcomer stands alone, never a side of the GAN comparison."""
+    members = ["pix2pix", "unet_l1", "deeplab", "unet_ce", "unet_ce_adv"]
+    cfg, data, runs = make_study(tmp_path, members=members)
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    gan = pd.read_csv(tmp_path / "report" / "gan_2x2.csv")
+    rows = {(row.member_without_gan if isinstance(row.member_without_gan, str) else None,
+             row.member_with_gan if isinstance(row.member_with_gan, str) else None) for row in gan.itertuples()}
+    assert rows == {("unet_l1", "pix2pix"), ("unet_ce", "unet_ce_adv"), ("deeplab", None)}
+    alone = gan[gan.member_without_gan == "deeplab"].iloc[0]
+    assert np.isnan(alone.delta_gan) and alone.supervision == "cross-entropy"
+    assert "`unet_ce_adv` vs `unet_ce` is -" in text and "`unet_ce_adv` vs `deeplab`" not in text
 
 
 def test_members_inside_each_joint_run_are_scored_against_alone_and_the_control(tmp_path):

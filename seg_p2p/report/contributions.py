@@ -29,15 +29,17 @@ def adversarial(study: Study, member: str) -> bool:
 
 
 def gan_pairs(study: Study) -> list[dict]:
-    """Per supervision path (in the members' order), the member trained without a GAN term and the one with it."""
-    pairs = []
-    paths = dict.fromkeys(study.evals[m][0].get("supervision") for m in study.members)
-    for path in (p for p in paths if p):
-        on_path = [m for m in study.members if study.evals[m][0].get("supervision") == path]
-        plain = next((m for m in on_path if not adversarial(study, m)), None)
-        gan = next((m for m in on_path if adversarial(study, m)), None)
-        pairs.append({"supervision": path, "plain": plain, "gan": gan,
-                      "delta": paired_delta(study, gan, plain) if plain and gan else None})
+    """The members' 2 x 2 as the config declares it (`gan_pairs`: adversarial member -> the member it adds the GAN
+    term to), one row per pair on the plain member's supervision path; a member in no pair is a row alone, never a
+    side of the comparison (pairing by supervision and order would credit an architecture to the GAN term)."""
+    pairs = [{"supervision": study.evals[plain][0].get("supervision"), "plain": plain, "gan": gan,
+              "delta": paired_delta(study, gan, plain)}
+             for gan, plain in study.cfg.gan_pairs.items() if gan in study.members and plain in study.members]
+    paired = {name for pair in pairs for name in (pair["plain"], pair["gan"])}
+    for member in (m for m in study.members if m not in paired):
+        side = "gan" if adversarial(study, member) else "plain"
+        pairs.append({"supervision": study.evals[member][0].get("supervision"), "plain": None, "gan": None,
+                      side: member, "delta": None})
     return pairs
 
 

@@ -171,8 +171,8 @@ def gan_sentence(pairs: list[dict]) -> str:
     parts = [f"on the {p['supervision']} path, `{p['gan']}` vs `{p['plain']}` is {delta_words(p['delta'])}, so the "
              f"GAN term {effect(p['delta'])}" for p in pairs if p["delta"]]
     if not parts:
-        return ("What the GAN term does is not measured here: no supervision path has a member with and one without "
-                "a discriminator.")
+        return ("What the GAN term does is not measured here: no pair of `gan_pairs` (an adversarial member and the "
+                "member it adds the GAN term to) is in the study.")
     return "What the GAN term does, member against member trained alike without it: " + "; ".join(parts) + "."
 
 
