@@ -287,13 +287,14 @@ def test_a_record_without_the_role_fields_says_to_rerun_evaluate(tmp_path, key):
 
 def _rows(low: float, high: float, seeds: int = 3) -> list[dict]:
     """Hand-made table-3 rows: frozen stacking, the control and one end-to-end run with its delta."""
-    delta = {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds}
+    delta = {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds, "se": (high - low) / 3.92}
     common = {"diverged": 0, "unrecorded": 0, "runs": seeds, "collapsed": 0, "signals": None, "stacking": "stack",
               "members": ["a", "b"]}
     return [{**common, "strategy": "stack", "role": "stacking", "beta": None, "discriminator": None, "init": None,
              "control": None, "delta_control": None, "delta_stacking": None},
             {**common, "strategy": "ctl", "role": "control", "beta": 0.0, "discriminator": True, "init": "members",
-             "control": None, "delta_control": None, "delta_stacking": {**delta, "delta": 0.0, "low": -1, "high": 1}},
+             "control": None, "delta_control": None,
+             "delta_stacking": {**delta, "delta": 0.0, "low": -1, "high": 1, "se": 2 / 3.92}},
             {**common, "strategy": "e2e", "role": "end_to_end", "beta": 0.5, "discriminator": True, "init": "members",
              "control": "ctl", "delta_control": delta, "delta_stacking": delta}]
 
@@ -303,7 +304,8 @@ def _rows(low: float, high: float, seeds: int = 3) -> list[dict]:
                     "no gradient from the fusion loss into the members) is +0.030 mIoU (95% interval [+0.010, "
                     "+0.050] excludes 0) over 3 seeds, so end-to-end training helps."),
     (-0.05, -0.01, 3, "No, it hurts: `e2e` (β = 0.5, with D, fine-tuned) vs `ctl`"),
-    (-0.02, 0.04, 3, "includes 0) over 3 seeds, so end-to-end training is not conclusive (the interval includes 0)."),
+    (-0.02, 0.04, 3, "includes 0) over 3 seeds, so end-to-end training is not conclusive (the interval includes 0; "
+                     "this study resolves |Δ| ≥ 0.043, about 56 seeds would resolve its +0.010)."),
     (0.01, 0.05, 2, "Not conclusive: `e2e` (β = 0.5, with D, fine-tuned) vs `ctl`"),
 ])
 def test_verdict_on_hand_made_numbers(low, high, seeds, expected):
@@ -313,10 +315,23 @@ def test_verdict_on_hand_made_numbers(low, high, seeds, expected):
     if seeds < 3:
         assert "so end-to-end training is not conclusive (2 seeds; a verdict needs at least 3)." in sentence
     assert sentence.endswith("More training alone (`ctl` vs `stack`, frozen stacking): +0.000 mIoU (95% interval "
-                             "[-1.000, +1.000] includes 0), so it is not conclusive (the interval includes 0)."
+                             "[-1.000, +1.000] includes 0), so it is not conclusive (the interval includes 0; this "
+                             "study resolves |Δ| ≥ 1.429, no number of seeds resolves a Δ of 0)."
                              if seeds >= 3 else "a verdict needs at least 3).")
     assert effect(_rows(low, high, seeds)[2]["delta_control"]) in sentence
     assert trainable_sentence(_rows(low, high)[:2], "gan").startswith("(a) Is it trainable? Not tested")
+
+
+def test_not_conclusive_says_the_smallest_resolvable_delta_and_the_seeds_it_would_take():
+    """By hand: SE 0.005 gives 2.8 × 0.005 = 0.014 at 80% power and a two-sided 5% level; resolving an observed
+    +0.010 over 3 seeds takes 3 × (0.014 / 0.010)² = 5.88, so 6 seeds."""
+    from seg_p2p.report.numbers import resolution
+
+    delta = {"delta": 0.010, "low": -0.002, "high": 0.022, "seeds": 3, "se": 0.005}
+    assert resolution(delta) == (pytest.approx(0.014), 6)
+    assert effect(delta) == ("is not conclusive (the interval includes 0; this study resolves |Δ| ≥ 0.014, about 6 "
+                             "seeds would resolve its +0.010)")
+    assert resolution({**delta, "delta": 0.0}) == (pytest.approx(0.014), None)
 
 
 @pytest.mark.parametrize("without_d, expected", [
@@ -406,7 +421,7 @@ def test_leave_one_out_pairs_are_found_from_member_lists_and_answer_part_d(tmp_p
 def _pair(low: float, high: float, seeds: int = 3, role: str = "end_to_end") -> dict:
     return {"full": "all", "without": "all-but-gan", "member": "gan", "role": role, "discriminator": True,
             "init": "members", "label": "end-to-end, β = 0.5",
-            "delta": {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds}}
+            "delta": {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds, "se": (high - low) / 3.92}}
 
 
 @pytest.mark.parametrize("low, high, seeds, expected", [
@@ -414,7 +429,8 @@ def _pair(low: float, high: float, seeds: int = 3, role: str = "end_to_end") -> 
                     "β = 0.5, without gan) is +0.020 mIoU (95% interval [+0.010, +0.030] excludes 0) over 3 seeds, "
                     "so gan helps."),
     (-0.03, -0.01, 3, "(d) Does gan add to the ensemble? No, it hurts: `all` vs `all-but-gan`"),
-    (-0.01, 0.03, 3, "so gan is not conclusive (the interval includes 0)."),
+    (-0.01, 0.03, 3, "so gan is not conclusive (the interval includes 0; this study resolves |Δ| ≥ 0.029, about 25 "
+                     "seeds would resolve its +0.010)."),
     (0.01, 0.03, 2, "Not conclusive: `all` vs `all-but-gan`"),
 ])
 def test_part_d_on_hand_made_numbers(low, high, seeds, expected):

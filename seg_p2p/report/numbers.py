@@ -47,8 +47,24 @@ def paired_delta(study: Study, a: str, b: str) -> dict:
     rng = np.random.default_rng(len(deltas))
     seeds = rng.integers(len(deltas), size=(BOOTSTRAP_SAMPLES, len(deltas)))
     images = rng.integers(BOOTSTRAP_SAMPLES, size=(BOOTSTRAP_SAMPLES, len(deltas)))  # an image resample per draw
-    low, high = np.percentile(draws[seeds, images].mean(1), [2.5, 97.5])
-    return {"delta": float(np.mean(deltas)), "low": float(low), "high": float(high), "seeds": len(deltas)}
+    resampled = draws[seeds, images].mean(1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return {"delta": float(np.mean(deltas)), "low": float(low), "high": float(high), "seeds": len(deltas),
+            "se": float(np.std(resampled, ddof=1))}
+
+
+POWER_Z = 2.80  # z of a two-sided 5% test (1.96) + z of 80% power (0.84)
+
+
+def resolution(delta: dict) -> tuple[float, int | None]:
+    """The smallest |Δ| this study resolves at 80% power and a two-sided 5% level, POWER_Z × the paired Δ's standard
+    error (its two-level bootstrap's standard deviation); and the seeds that would resolve the observed Δ,
+    n × (POWER_Z · SE / Δ)², taking the standard error to shrink as 1/√seeds (None for a Δ of 0). The test images'
+    part of the error does not shrink with seeds, so the count is a lower bound."""
+    detectable = POWER_Z * delta["se"]
+    if delta["delta"] == 0:
+        return detectable, None
+    return detectable, math.ceil(delta["seeds"] * (detectable / delta["delta"]) ** 2)
 
 
 def seed_interval(values: list[float]) -> tuple[float, float, float]:

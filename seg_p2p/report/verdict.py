@@ -10,7 +10,7 @@ control, end_to_end; beta, discriminator, init) and member lists, never from str
 
 from __future__ import annotations
 
-from seg_p2p.report.numbers import fmt, paired_delta
+from seg_p2p.report.numbers import fmt, paired_delta, resolution
 from seg_p2p.report.study import Study
 
 MIN_SEEDS = 3  # fewer seeds than this and no difference is called: the verdict says "not conclusive"
@@ -37,7 +37,10 @@ def effect(delta: dict) -> str:
         return "helps"
     if delta["high"] < 0:
         return "hurts"
-    return "is not conclusive (the interval includes 0)"
+    detectable, seeds = resolution(delta)
+    needed = (f"about {seeds} seeds would resolve its {delta['delta']:+.3f}" if seeds is not None
+              else "no number of seeds resolves a Δ of 0")
+    return f"is not conclusive (the interval includes 0; this study resolves |Δ| ≥ {detectable:.3f}, {needed})"
 
 
 def _answer(effect_words: str, helps: str = "Yes", hurts: str = "No, it hurts") -> str:
