@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from seg_p2p import distributed
@@ -55,7 +55,7 @@ class Job:
     palette: np.ndarray
     num_classes: int
     inference: Inference | None  # how val and monitor images are labelled; None: the model's own call (stacking)
-    monitor: object = None  # Dataset | None
+    monitor: Dataset | None = None  # fixed training images scored every epoch
 
 
 

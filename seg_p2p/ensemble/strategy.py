@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError, field_validator
 
@@ -21,6 +22,13 @@ from seg_p2p.probabilities import StoredProbabilities, probability_files
 from seg_p2p.settings import Strict, deep_merge, plain_name_problem, read_yaml, validation_message
 from seg_p2p.stored import rerun
 from seg_p2p.tracking import Tracker, flatten
+
+if TYPE_CHECKING:  # the plugin boundary's types, named without importing torch and the data package at start-up
+    import torch
+
+    from seg_p2p.data.prepare import PreparedData
+    from seg_p2p.data.spec import DatasetSpec
+    from seg_p2p.inference import Inference
 
 
 class StrategyConfig(Strict):
@@ -46,7 +54,7 @@ class StrategyRun:
     strategy: StrategyConfig
     name: str
     seed: int
-    data: object  # PreparedData
+    data: PreparedData
     runs_dir: Path  # runs/seed{K}/members
     out_dir: Path  # runs/seed{K}/ensembles/{name}
 
@@ -66,11 +74,11 @@ class PhotoJob:
 
     cfg: Config
     strategy: StrategyConfig
-    spec: object  # DatasetSpec
+    spec: DatasetSpec
     strategy_dir: Path  # runs/seed{K}/ensembles/{name}
     members_dir: Path  # runs/seed{K}/members
-    device: "torch.device"  # noqa: F821
-    inference: object  # inference.Inference
+    device: torch.device
+    inference: Inference
 
     def members(self) -> list:
         """The strategy's trained members (their best checkpoints), ready to predict."""
@@ -86,8 +94,8 @@ class CostInputs:
 
     cfg: Config
     strategy: StrategyConfig
-    spec: object  # DatasetSpec
-    example: "torch.Tensor"  # noqa: F821 - a few test photos (N, 3, H, W)
+    spec: DatasetSpec
+    example: torch.Tensor  # a few test photos (N, 3, H, W)
     members: dict[str, dict]  # member name -> evaluate entry (params by role, flops_per_image, ms per image)
 
 

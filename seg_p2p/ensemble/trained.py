@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, ValidationError
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from seg_p2p.atomic import write_json
 from seg_p2p.checkpoint import load_weights
@@ -32,6 +32,7 @@ from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.metrics import inference_cost
 from seg_p2p.models import build_member, role_counts
+from seg_p2p.models.member import SegModel
 from seg_p2p.inference import Inference
 from seg_p2p.layout import checkpoint, inside, inside_predict_dir
 from seg_p2p.predict import SplitOutput, photo_predictor, predict_split
@@ -65,12 +66,12 @@ class JointSettings(StackingSettings):
 class TrainingSetup:
     """What a trained kind hands the engine: the model, its splits and the member files the run reads."""
 
-    model: object  # SegModel
-    train: object
-    val: object  # None: no validation
-    test: object
+    model: SegModel
+    train: Dataset
+    val: Dataset | None  # None: no validation
+    test: Dataset
     inputs: list[Path] = field(default_factory=list)
-    monitor: object = None  # fixed training images scored every epoch (engine.Job.monitor)
+    monitor: Dataset | None = None  # fixed training images scored every epoch (engine.Job.monitor)
 
 
 class TrainedCombiner(CombinerKind):
