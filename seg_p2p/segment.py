@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from seg_p2p.atomic import check_writable, write_bytes
 from seg_p2p.config import Config
-from seg_p2p.data.readers import IMAGE_SUFFIXES, natural_key, open_image, to_rgb
+from seg_p2p.data.images import IMAGE_SUFFIXES, natural_key, open_image, to_rgb
 from seg_p2p.data.spec import DatasetSpec, colour_table, prepared_spec
 from seg_p2p.data.transforms import build_transform, photo_tensor
 from seg_p2p.device import select_device

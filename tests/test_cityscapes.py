@@ -6,16 +6,17 @@ from PIL import Image
 
 from seg_p2p.cli import main
 from seg_p2p.data.check import check_dataset
-from seg_p2p.data.cityscapes import LABELS
+from seg_p2p.data.layouts.cityscapes import LABELS
 from seg_p2p.data.prepare import split_plan
-from seg_p2p.data.readers import RawDataset, detect_format
+from seg_p2p.data.layouts import detect_layout
+from seg_p2p.data.readers import RawDataset
 from seg_p2p.data.spec import IGNORE_INDEX, load_spec
 from seg_p2p.errors import UserError
 
 SPEC = load_spec("cityscapes")
 CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau"), "test": ("berlin",)}
 FRAMES = (19, 100, 7)  # per city; names sort by number
-# id -> trainId of cityscapesScripts' helpers/labels.py, written out independently of seg_p2p.data.cityscapes
+# id -> trainId of cityscapesScripts' helpers/labels.py, written out independently of seg_p2p.data.layouts.cityscapes
 OFFICIAL = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
             27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
@@ -70,12 +71,12 @@ def test_table_matches_labels_py_and_spec_order():
 def test_detected_before_other_layouts(download, tmp_path):
     root, _ = download
     (root / "train").mkdir()  # an aligned split, but leftImg8bit and gtFine decide
-    assert detect_format(root) == "cityscapes"
+    assert detect_layout(root).name == "cityscapes"
     (root / "gtFine").rename(root / "labels")
-    assert detect_format(root) == "aligned"
+    assert detect_layout(root).name == "aligned"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"cityscapes \(ROOT/leftImg8bit/"):
-        detect_format(tmp_path / "empty")
+        detect_layout(tmp_path / "empty")
 
 
 def test_pairs_across_cities_without_test(download):

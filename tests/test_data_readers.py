@@ -8,7 +8,8 @@ from PIL import Image
 
 from seg_p2p.data.settings import DataConfig, SyntheticConfig
 from seg_p2p.data.prepare import PreparedData, prepare
-from seg_p2p.data.readers import RawDataset, detect_format
+from seg_p2p.data.layouts import detect_layout
+from seg_p2p.data.readers import RawDataset
 from seg_p2p.data.spec import IGNORE_INDEX, DatasetSpec
 from seg_p2p.errors import UserError
 
@@ -79,7 +80,7 @@ def test_aligned_reader_either_side(tmp_path, photo_side, spec_side):
             expected[split].append((str(i), photo, mask))
     spec = SPEC.model_copy(update={"photo_side": photo_side if spec_side == "fixed" else "auto"})
     raw = RawDataset(tmp_path, spec)
-    assert raw.format == "aligned" and raw.photo_side == photo_side
+    assert raw.format == "aligned" and raw.layout.photo_side == photo_side
     for split in expected:
         assert_samples(raw, split, expected[split])
 
@@ -103,10 +104,10 @@ def test_index_reader_void_and_palette_mode(tmp_path):
 def test_unknown_layout_lists_the_three(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(UserError) as err:
-        detect_format(tmp_path)
+        detect_layout(tmp_path)
     assert all(fmt in str(err.value) for fmt in ("aligned", "paired", "index"))
     with pytest.raises(UserError, match="not found"):
-        detect_format(tmp_path / "nothing")
+        detect_layout(tmp_path / "nothing")
 
 
 def spec_file(tmp_path):

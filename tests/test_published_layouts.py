@@ -4,9 +4,10 @@ import pytest
 from conftest import ADE20K_SPLITS, VOC_SPLITS, write_ade20k, write_voc
 
 from seg_p2p.cli import main
-from seg_p2p.data.ade20k import NUM_CLASSES
+from seg_p2p.data.layouts.ade20k import NUM_CLASSES
 from seg_p2p.data.prepare import PreparedData, prepare, split_plan
-from seg_p2p.data.readers import RawDataset, detect_format
+from seg_p2p.data.layouts import detect_layout
+from seg_p2p.data.readers import RawDataset
 from seg_p2p.data.settings import DataConfig
 from seg_p2p.data.spec import IGNORE_INDEX, load_spec
 
@@ -55,9 +56,9 @@ def test_ade20k_spec_lists_the_150_classes_in_objectinfo150_order():
 
 def test_layouts_detected_before_the_generic_ones(voc, ade):
     (voc_root, _), (ade_root, _) = voc, ade
-    assert detect_format(voc_root) == "voc" and detect_format(ade_root) == "ade20k"
+    assert detect_layout(voc_root).name == "voc" and detect_layout(ade_root).name == "ade20k"
     (voc_root / "train").mkdir()  # an aligned split, but VOC's folders decide
-    assert detect_format(voc_root) == "voc"
+    assert detect_layout(voc_root).name == "voc"
 
 
 def test_voc_splits_are_its_lists_and_labels_its_indices(voc):

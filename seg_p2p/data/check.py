@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_p2p.data.readers import LAYOUTS, PUBLISHED_LAYOUTS, RawDataset, detect_format
+from seg_p2p.data.layouts import detect_layout
+from seg_p2p.data.readers import RawDataset
 from seg_p2p.data.settings import PIL_PIXEL_LIMIT
 from seg_p2p.data.spec import BUILTIN_SPECS, IGNORE_INDEX, OFF_PALETTE_DISTANCE, DatasetSpec, load_spec
 from seg_p2p.errors import UserError
-
-# How the layouts whose decoding is fixed mark void (the others: the spec's void_value or void_colours).
-LAYOUT_VOID = {"cityscapes": "label ids outside the 19 train ids", "ade20k": "value 0, 'other'; value k is class k-1"}
 
 
 def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
@@ -28,8 +26,10 @@ def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
     local = path / "dataset.yaml"
     if local.is_file():
         return load_spec(str(local)), str(local)
-    if (fmt := detect_format(path)) in PUBLISHED_LAYOUTS:
-        return load_spec(fmt), f"built-in, matched by the {fmt} layout"
+    layout = detect_layout(path)
+    if layout.published_spec:
+        source = "built-in" if layout.published_spec in BUILTIN_SPECS else layout.published_spec
+        return load_spec(layout.published_spec), f"{source}, matched by the {layout.name} layout"
     if path.resolve().name in BUILTIN_SPECS:
         return load_spec(path.resolve().name), "built-in, matched by folder name"
     raise UserError(f"{path}: no dataset spec; write {local} (name, classes with name and colour, optional "
@@ -45,7 +45,7 @@ def size_range(shapes: set[tuple[int, int]]) -> str:
 
 def check_dataset(path: Path, dataset: str | None, max_pixels: int | None = PIL_PIXEL_LIMIT) -> str:
     path = Path(path)
-    detect_format(path)  # a missing or unrecognised folder is the first thing to report
+    detect_layout(path)  # a missing or unrecognised folder is the first thing to report
     spec, spec_source = resolve_spec(path, dataset)
     raw = RawDataset(path, spec, max_pixels)
     pixels, sizes = {}, {}
@@ -56,13 +56,13 @@ def check_dataset(path: Path, dataset: str | None, max_pixels: int | None = PIL_
             shapes.add(mask.shape)
         pixels[split], sizes[split] = histogram, size_range(shapes)
 
-    has_void = spec.void_value is not None or bool(spec.void_colours) or raw.format in LAYOUT_VOID
-    void = (f" + void ({LAYOUT_VOID[raw.format]} -> {IGNORE_INDEX})" if raw.format in LAYOUT_VOID
+    layout = raw.layout
+    has_void = spec.void_value is not None or bool(spec.void_colours) or layout.void is not None
+    void = (f" + void ({layout.void} -> {IGNORE_INDEX})" if layout.void is not None
             else f" + void (value {spec.void_value} -> {IGNORE_INDEX})" if spec.void_value is not None
             else f" + void ({len(spec.void_colours)} colours -> {IGNORE_INDEX})" if spec.void_colours else ", no void")
-    side = f", photo on the {raw.photo_side}" if raw.photo_side else ""
     lines = [f"dataset: {path}",
-             f"format:  {raw.format} ({LAYOUTS[raw.format]}){side}",
+             f"format:  {layout.name} ({layout.description}){layout.detail}",
              f"spec:    {spec.name} ({spec_source}): {spec.num_classes} classes{void}",
              "", f"{'split':<8}{'pairs':>7}  size (WxH)"]
     lines += [f"{split:<8}{len(pairs):>7}  {sizes[split]}" for split, pairs in raw.splits.items()]

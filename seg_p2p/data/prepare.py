@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from seg_p2p.atomic import atomic_dir, write_json
-from seg_p2p.data.readers import SPLITS, Pair, RawDataset
+from seg_p2p.data.layouts import SPLITS, Pair
+from seg_p2p.data.readers import RawDataset
 from seg_p2p.data.settings import DataConfig
 from seg_p2p.data.spec import SPEC_FILE, load_spec, prepared_spec
 from seg_p2p.data.synthetic import generate

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seg_p2p.data.layouts.registry import Layout, register_layout
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.errors import UserError
 
@@ -19,16 +20,6 @@ NUM_CLASSES = 150
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}  # the test images of the benchmark come unlabelled
 CLASS_LOOKUP = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 CLASS_LOOKUP[1:NUM_CLASSES + 1] = np.arange(NUM_CLASSES)
-
-
-def is_ade20k(root: Path) -> bool:
-    return any((root / part / folder).is_dir() for part in ("images", "annotations")
-               for folder in SPLIT_FOLDERS.values())
-
-
-def split_folders(root: Path, split: str) -> tuple[Path, Path]:
-    """(photo folder, mask folder) of a split."""
-    return root / "images" / SPLIT_FOLDERS[split], root / "annotations" / SPLIT_FOLDERS[split]
 
 
 def to_class_ids(image: Image.Image, path: Path) -> np.ndarray:
@@ -43,3 +34,23 @@ def to_class_ids(image: Image.Image, path: Path) -> np.ndarray:
         raise UserError(f"{path}: values {bad.tolist()[:5]} are not ADE20K classes 0..{NUM_CLASSES}; use the "
                         "annotations/ of the ADEChallengeData2016 download")
     return CLASS_LOOKUP[values]
+
+
+@register_layout("ade20k", priority=30)
+class Ade20k(Layout):
+    description = ("ROOT = ADEChallengeData2016: images/<training|validation>/ photos, "
+                   "annotations/<training|validation>/ index masks")
+    published_spec = "ade20k"
+
+    @classmethod
+    def matches(cls, root: Path) -> bool:
+        return any((root / part / folder).is_dir() for part in ("images", "annotations")
+                   for folder in SPLIT_FOLDERS.values())
+
+    def split_folders(self, split: str) -> tuple[Path, Path]:
+        return self.root / "images" / SPLIT_FOLDERS[split], self.root / "annotations" / SPLIT_FOLDERS[split]
+
+    void = "value 0, 'other'; value k is class k-1"
+
+    def decode_label(self, image: Image.Image, path: Path) -> tuple[np.ndarray, None]:
+        return to_class_ids(image, path), None

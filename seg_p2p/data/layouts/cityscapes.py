@@ -1,4 +1,6 @@
-"""Official Cityscapes gtFine *_labelIds.png -> the 19 train ids, void -> IGNORE_INDEX.
+"""Cityscapes as downloaded: ROOT/leftImg8bit/<split>/<city>/NAME_leftImg8bit.png photos and
+ROOT/gtFine/<split>/<city>/NAME_gtFine_labelIds.png labels (other gtFine files are ignored); train and val only,
+its test labels are withheld. Label ids become the 19 train ids, void -> IGNORE_INDEX.
 
 The table is cityscapesScripts' helpers/labels.py (github.com/mcordts/cityscapesScripts): label id -> trainId,
 where trainId 255 is void. License plate (id -1) never appears in labelIds files. Train ids follow the class
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seg_p2p.data.layouts.registry import Layout, register_layout
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.errors import UserError
 
@@ -25,6 +28,7 @@ LABELS = (  # (name, id, trainId) as in labels.py
     ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16), ("motorcycle", 32, 17), ("bicycle", 33, 18),
 )
 NUM_LABEL_IDS = len(LABELS)  # ids 0..33; any other value means the file is not a labelIds image
+PHOTO_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png"
 TRAIN_ID_LOOKUP = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 TRAIN_ID_LOOKUP[[label_id for _, label_id, _ in LABELS]] = [train_id for _, _, train_id in LABELS]
 
@@ -41,3 +45,41 @@ def to_train_ids(image: Image.Image, path: Path) -> np.ndarray:
         raise UserError(f"{path}: values {bad.tolist()[:5]} are not Cityscapes label ids 0..{NUM_LABEL_IDS - 1}; "
                         "is this a gtFine *_labelIds.png? (trainIds or other encodings are not read)")
     return TRAIN_ID_LOOKUP[ids]
+
+
+def list_city_images(folder: Path, suffix: str) -> dict[str, Path]:
+    """Files NAME<suffix> in the city folders of a split, by NAME (unique: it starts with the city)."""
+    images: dict[str, Path] = {}
+    for path in sorted(folder.glob(f"*/*{suffix}")):
+        if path.is_file() and not path.name.startswith("."):
+            name = path.name.removesuffix(suffix)
+            if name in images:
+                raise UserError(f"{path}: same name as {images[name]}; keep one file per name")
+            images[name] = path
+    return images
+
+
+@register_layout("cityscapes", priority=10)
+class Cityscapes(Layout):
+    description = ("ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png photos, "
+                   "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png label ids")
+    published_spec = "cityscapes"
+
+    @classmethod
+    def matches(cls, root: Path) -> bool:
+        return (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir()
+
+    def split_folders(self, split: str) -> tuple[Path, Path]:
+        return self.root / "leftImg8bit" / split, self.root / "gtFine" / split
+
+    def list_files(self, folder: Path, photos: bool) -> dict[str, Path]:
+        return list_city_images(folder, PHOTO_SUFFIX if photos else LABEL_SUFFIX)
+
+    def partner_hint(self, name: str, path: Path, other_dir: Path) -> str:
+        suffix = LABEL_SUFFIX if path.name.endswith(PHOTO_SUFFIX) else PHOTO_SUFFIX
+        return f"{name}{suffix} in {other_dir / path.parent.name}"
+
+    void = "label ids outside the 19 train ids"
+
+    def decode_label(self, image: Image.Image, path: Path) -> tuple[np.ndarray, None]:
+        return to_train_ids(image, path), None
