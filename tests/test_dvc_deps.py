@@ -113,6 +113,23 @@ def test_every_import_runs_down_the_layers():
     assert not upward, f"imports that run up or sideways (move the shared code down, or reorder LAYERS): {upward}"
 
 
+def test_no_function_over_60_lines_and_no_module_over_300():
+    """Small enough to read whole: every function of the package and the benchmarks, every module."""
+    import ast
+
+    from conftest import REPO
+
+    too_long = []
+    for path in sorted([*(REPO / "seg_p2p").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")]):
+        text = path.read_text()
+        if (lines := len(text.splitlines())) > 300:
+            too_long.append(f"{path.relative_to(REPO)}: {lines} lines")
+        too_long += [f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                     for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and node.end_lineno - node.lineno + 1 > 60]
+    assert not too_long, f"split these: {too_long}"
+
+
 @pytest.mark.slow
 def test_editing_a_model_file_leaves_prepare_up_to_date(tmp_path):
     """prepare reads `data:` alone: a model file is not among its deps, so editing one never re-decodes a dataset;
