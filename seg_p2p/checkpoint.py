@@ -21,7 +21,7 @@ from seg_p2p import distributed
 from seg_p2p.atomic import save_torch
 from seg_p2p.config import TrainConfig
 from seg_p2p.errors import UserError
-from seg_p2p.layout import checkpoint
+from seg_p2p.run_paths import checkpoint
 from seg_p2p.models.member import SegModel
 
 

@@ -27,7 +27,7 @@ from seg_p2p.device import Precision, to_device, training_device
 from seg_p2p.epoch_outputs import split_scores, write_history, write_samples
 from seg_p2p.inference import Inference
 from seg_p2p.interrupts import interrupts_raise
-from seg_p2p.layout import checkpoint
+from seg_p2p.run_paths import checkpoint
 from seg_p2p.models import parameter_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.seeding import epoch_order, seed_everything

@@ -20,7 +20,7 @@ from seg_p2p.device import device_name, select_device
 from seg_p2p.ensemble.strategy import CostInputs, combiner_kind, load_strategy
 from seg_p2p.errors import UserError
 from seg_p2p.inference import Inference
-from seg_p2p.layout import inside, inside_predict_dir, model_dir
+from seg_p2p.run_paths import inside, inside_predict_dir, model_dir
 from seg_p2p.metrics import SegmentationScorer, inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.predict import pred_array

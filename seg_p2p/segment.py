@@ -28,7 +28,7 @@ from seg_p2p.data.transforms import build_transform, photo_tensor
 from seg_p2p.device import select_device
 from seg_p2p.errors import UserError
 from seg_p2p.inference import Inference, resample
-from seg_p2p.layout import checkpoint
+from seg_p2p.run_paths import checkpoint
 
 OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
 

@@ -11,7 +11,7 @@ from seg_p2p.engine import Job, TrainingDiverged, fit
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.inference import Inference
-from seg_p2p.layout import checkpoint
+from seg_p2p.run_paths import checkpoint
 from seg_p2p.models import build_member
 from seg_p2p.seeding import seed_everything
 from seg_p2p.tracking import Tracker, flatten

@@ -9,7 +9,7 @@ import pytest
 
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
-from seg_p2p.layout import model_dir
+from seg_p2p.run_paths import model_dir
 from seg_p2p.metrics import class_tallies, scores_from_confusion
 from seg_p2p.ragged import open_ragged
 from seg_p2p.report import load_study, subject, write_report

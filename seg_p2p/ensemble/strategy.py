@@ -16,7 +16,7 @@ from pydantic import ValidationError, field_validator
 
 from seg_p2p.config import Config, first_repeat, known_strategies
 from seg_p2p.errors import UserError
-from seg_p2p.layout import checkpoint
+from seg_p2p.run_paths import checkpoint
 from seg_p2p.models import PARAMETER_ROLES
 from seg_p2p.probabilities import StoredProbabilities, probability_files
 from seg_p2p.settings import Strict, deep_merge, plain_name_problem, read_yaml, validation_message
@@ -104,7 +104,7 @@ class CombinerKind:
 
     settings: type[StrategyConfig] = StrategyConfig
     trained = False  # writes train/summary.json: its training time and divergence are recorded
-    scores_members_inside = False  # writes each member's own test predictions as it trained them (layout.inside)
+    scores_members_inside = False  # writes each member's own test predictions as it trained them (run_paths.inside)
 
     def run(self, job: StrategyRun) -> None:
         raise NotImplementedError

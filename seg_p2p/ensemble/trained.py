@@ -34,7 +34,7 @@ from seg_p2p.metrics import inference_cost
 from seg_p2p.models import build_member, role_counts
 from seg_p2p.models.member import SegModel
 from seg_p2p.inference import Inference
-from seg_p2p.layout import checkpoint, inside, inside_predict_dir
+from seg_p2p.run_paths import checkpoint, inside, inside_predict_dir
 from seg_p2p.predict import SplitOutput, photo_predictor, predict_split
 from seg_p2p.settings import error_text
 

@@ -1,6 +1,6 @@
 """The conclusion of a study: tables, figures and a verdict in words, built from files alone.
 
-Reads what `prepare`, `train`, `predict`, `ensemble` and `evaluate` wrote (seg_p2p.layout is the
+Reads what `prepare`, `train`, `predict`, `ensemble` and `evaluate` wrote (seg_p2p.run_paths is the
 contract), so it reruns in seconds without a model or a GPU. Numbers are means over seeds; every
 difference carries a 95% bootstrap interval over test images. The prose lives in
 templates/conclusion.md.j2 so it can be edited without touching the numbers.

@@ -16,7 +16,7 @@ import math
 
 import pandas as pd
 
-from seg_p2p.layout import inside
+from seg_p2p.run_paths import inside
 from seg_p2p.report.numbers import fmt, fmt_delta, mean_std, paired_delta
 from seg_p2p.report.study import Study
 

@@ -18,7 +18,7 @@ import pandas as pd
 from seg_p2p.config import Config
 from seg_p2p.data.spec import prepared_spec
 from seg_p2p.errors import UserError
-from seg_p2p.layout import inside, model_dir
+from seg_p2p.run_paths import inside, model_dir
 from seg_p2p.ragged import RaggedArray
 from seg_p2p.stored import load_npy, read_csv, read_json, rerun, retrain
 
