@@ -42,7 +42,7 @@ class TrainingDiverged(Exception):
 
 
 @dataclass
-class Job:
+class TrainingRun:
     """One training run: its settings, seed, output folder, MLflow run, identity and the dataset's classes;
     `monitor`: fixed training images (eval transform) on which, with val, the model's pixel tallies and mIoU are
     scored every epoch (train vs val tells a model that fits its training images apart from one that generalises)."""
@@ -126,7 +126,7 @@ class LossLog:
                 for key, value in self.sums.items()}
 
 
-def place(model: SegModel, job: Job) -> tuple[torch.device, distributed.Rank]:
+def place(model: SegModel, job: TrainingRun) -> tuple[torch.device, distributed.Rank]:
     """Device (this process's GPU under torchrun), seeds, then the model on it in the chosen memory format."""
     device = training_device(job.settings)
     rank = distributed.init(device.type)
@@ -139,7 +139,7 @@ def place(model: SegModel, job: Job) -> tuple[torch.device, distributed.Rank]:
     return device, rank
 
 
-def fit(model: SegModel, train_set, val_set, job: Job, resume: bool = True) -> dict:
+def fit(model: SegModel, train_set, val_set, job: TrainingRun, resume: bool = True) -> dict:
     """Train `model` on `train_set`; validate on `val_set` (None: no validation, best = last)."""
     settings = job.settings
     device, rank = place(model, job)
@@ -209,7 +209,7 @@ def training_summary(model: SegModel, state: TrainState, steps_per_epoch: int, v
                                         "backend": torch.distributed.get_backend() if rank.launched else None}}
 
 
-def record_epoch(model: SegModel, row: dict, state: TrainState, job: Job, loaders: dict, sample_set,
+def record_epoch(model: SegModel, row: dict, state: TrainState, job: TrainingRun, loaders: dict, sample_set,
                  device: torch.device) -> None:
     """Rank 0's end of an epoch: validate (and score the monitor images), draw samples, write history.csv and the
     checkpoints (last.pt last: it is the epoch's commit point, a resumed run starts after it), then log to MLflow.

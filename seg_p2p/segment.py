@@ -78,7 +78,7 @@ def list_inputs(inputs: list[str], max_pixels: int | None) -> list[Path]:
 def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: Inference, device: torch.device,
                     strategies_dir: Path) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """(what DIR holds, a function photo -> probabilities), found from the run layout."""
-    from seg_p2p.ensemble.strategy import PhotoJob, combiner_kind, load_strategy, weights_path
+    from seg_p2p.ensemble.strategy import SegmentRequest, combiner_kind, load_strategy, weights_path
     from seg_p2p.predict import load_member
 
     role, name = model_dir.parent.name, model_dir.name
@@ -91,7 +91,7 @@ def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: 
         if kind.trained and not checkpoint(model_dir / "train").is_file():
             raise UserError(f"{model_dir}: strategy '{name}' has not been trained here (no train/checkpoints/best.pt)"
                             "; run `dvc repro ensemble` first")
-        job = PhotoJob(cfg, strategy, spec, model_dir, model_dir.parent.parent / "members", device, inference)
+        job = SegmentRequest(cfg, strategy, spec, model_dir, model_dir.parent.parent / "members", device, inference)
         for member in strategy.members:
             if not weights_path(job.members_dir, member).is_file():
                 raise UserError(f"{weights_path(job.members_dir, member)}: missing, and strategy '{name}' needs "

@@ -7,7 +7,7 @@ from pathlib import Path
 from seg_p2p.atomic import check_writable
 from seg_p2p.config import Config
 from seg_p2p.device import training_device
-from seg_p2p.engine import Job, TrainingDiverged, fit
+from seg_p2p.engine import TrainingRun, TrainingDiverged, fit
 from seg_p2p.errors import UserError
 from seg_p2p.fingerprint import fingerprint
 from seg_p2p.inference import Inference
@@ -42,7 +42,7 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
                       "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed,
                       "input_normalisation": model.input_normalisation or "none"})
     with Tracker(cfg, f"train/{name}", tags, params, defer=True) as tracker:  # fit opens it, knowing the run
-        job = Job(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
+        job = TrainingRun(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
                   Inference.from_config(cfg))
         try:
             summary = fit(model, train_set, val_set, job, resume)

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 
 from seg_p2p.device import Precision
-from seg_p2p.engine import Job, fit, train_step
+from seg_p2p.engine import TrainingRun, fit, train_step
 from seg_p2p.ensemble.fusion import FusionConfig, JointEnsemble, ProbabilityDataset, StackingModel
 from seg_p2p.ensemble.strategy import COMBINERS, load_strategy
 from seg_p2p.ensemble.trained import JointSettings, StackingSettings
@@ -99,7 +99,7 @@ def test_learned_combiner_beats_the_mean_when_one_member_is_always_wrong_on_one_
     model = StackingModel(2, 3, FusionConfig(hidden=8, layers=2, lr=0.05))
     with Tracker(cfg, "test/stacking", {}) as tracker:
         fit(model, ProbabilityDataset(member_probs(train), train), None,
-            Job(cfg.train, 0, tmp_path, tracker, "toy", PALETTE, 3, None))
+            TrainingRun(cfg.train, 0, tmp_path, tracker, "toy", PALETTE, 3, None))
     probs_test = member_probs(test)
     mean_pred = combine("mean", np.stack(probs_test)).argmax(1)
     model.eval()

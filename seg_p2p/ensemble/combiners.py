@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, StrategyRun, member_probs, members_cost,
-                                       register_combiner)
+from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, SegmentRequest, StrategyRun, member_probs,
+                                       members_cost, register_combiner)
 from seg_p2p.inference import Inference, resample
 from seg_p2p.metrics import inference_ms_per_image
 from seg_p2p.predict import SplitOutput, prediction_writer
@@ -49,7 +49,7 @@ class FixedCombiner(CombinerKind):
                                        for p in probs])
                 writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
 
-    def photo_predictor(self, job: PhotoJob):
+    def photo_predictor(self, job: SegmentRequest):
         members = job.members()
 
         def predict(photo):

@@ -69,7 +69,7 @@ class StrategyRun:
 
 
 @dataclass
-class PhotoJob:
+class SegmentRequest:
     """`seg-p2p segment` with a strategy: where its weights and its members' are, and how photos are labelled."""
 
     cfg: Config
@@ -117,7 +117,7 @@ class CombinerKind:
         """{"params": by role, "flops_per_image": int, "inference_ms_per_image": float}."""
         raise NotImplementedError
 
-    def photo_predictor(self, job: PhotoJob):
+    def photo_predictor(self, job: SegmentRequest):
         """For `seg-p2p segment`: a function of a photo (1, 3, H, W) in the inference mode's geometry giving its
         (1, C, H, W) probabilities, computed as the pipeline computes this strategy's test predictions."""
         raise NotImplementedError

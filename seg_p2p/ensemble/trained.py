@@ -22,10 +22,10 @@ from seg_p2p.atomic import write_json
 from seg_p2p.checkpoint import load_weights
 from seg_p2p.config import TrainConfig
 from seg_p2p.device import select_device, training_device
-from seg_p2p.engine import Job, TrainingDiverged, fit
+from seg_p2p.engine import TrainingRun, TrainingDiverged, fit
 from seg_p2p.ensemble.balance import BalanceMode
 from seg_p2p.ensemble.fusion import FusionConfig, FusionNet, JointEnsemble, ProbabilityDataset, StackingModel
-from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, PhotoJob, StrategyConfig, StrategyRun,
+from seg_p2p.ensemble.strategy import (CombinerKind, CostInputs, SegmentRequest, StrategyConfig, StrategyRun,
                                        member_probability_files, member_probs, members_cost, register_combiner,
                                        weights_path)
 from seg_p2p.errors import UserError
@@ -71,7 +71,7 @@ class TrainingSetup:
     val: Dataset | None  # None: no validation
     test: Dataset
     inputs: list[Path] = field(default_factory=list)
-    monitor: Dataset | None = None  # fixed training images scored every epoch (engine.Job.monitor)
+    monitor: Dataset | None = None  # fixed training images scored every epoch (engine.TrainingRun.monitor)
 
 
 class TrainedCombiner(CombinerKind):
@@ -97,7 +97,7 @@ class TrainedCombiner(CombinerKind):
         inference = Inference.from_config(cfg)
         with job.tracker(defer=True) as tracker:
             try:
-                fit(model, setup.train, setup.val, Job(settings, job.seed, out, tracker, identity, spec.palette,
+                fit(model, setup.train, setup.val, TrainingRun(settings, job.seed, out, tracker, identity, spec.palette,
                                                        spec.num_classes, self.photo_inference(inference),
                                                        setup.monitor))
             except TrainingDiverged as exc:
@@ -180,7 +180,7 @@ class Stacking(TrainedCombiner):
                        "inference_ms_per_image": round(cost["inference_ms_per_image"]
                                                        + fusion["inference_ms_per_image"], 3)}
 
-    def photo_predictor(self, job: PhotoJob):
+    def photo_predictor(self, job: SegmentRequest):
         members = job.members()
         model = StackingModel(len(members), job.spec.num_classes, job.strategy.fusion)
         load_weights(model, checkpoint(job.strategy_dir / "train"))
@@ -235,7 +235,7 @@ class Joint(TrainedCombiner):
     def plan(self, strategy, estimator):
         return estimator.joint(strategy)
 
-    def photo_predictor(self, job: PhotoJob):
+    def photo_predictor(self, job: SegmentRequest):
         model, _ = self.build(job.cfg, job.strategy, job.spec)
         load_weights(model, checkpoint(job.strategy_dir / "train"), job.spec.palette)
         model.to(job.device).eval()
