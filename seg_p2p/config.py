@@ -14,7 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_v
 
 from seg_p2p.data.settings import DataConfig
 from seg_p2p.errors import UserError
-from seg_p2p.settings import (SEEDS, MemberSettings, Strict, deep_merge, experiment_settings, plain_name_problem,
+from seg_p2p.settings import (SEEDS, MemberConfig, Strict, deep_merge, experiment_settings, plain_name_problem,
                               validation_message)
 
 
@@ -60,7 +60,7 @@ class TrainConfig(Strict):
         return self
 
 
-def default_members() -> dict[str, MemberSettings]:
+def default_members() -> dict[str, MemberConfig]:
     """One member of each registered kind with its default settings, named after the kind."""
     from seg_p2p.models import MEMBER_KINDS
 
@@ -125,7 +125,7 @@ class Config(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
-    members: dict[str, MemberSettings] = Field(default_factory=default_members)
+    members: dict[str, MemberConfig] = Field(default_factory=default_members)
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     strategy_settings: dict[str, dict] = {}  # strategy name -> keys laid over its file (an experiment's budgets)
     gan_pairs: dict[str, str] = {}  # adversarial member -> the member it adds the GAN term to (the report's 2 x 2)

@@ -1,7 +1,7 @@
 """The base of every settings class, and the settings a member kind builds on: below both the config and the models.
 
 `seg_p2p.config` assembles the study's configuration and asks the member registry (seg_p2p.models) for each
-member's settings class; the model modules define those classes on `MemberSettings`. Both import this module,
+member's settings class; the model modules define those classes on `MemberConfig`. Both import this module,
 and it imports neither, so the configuration and the models never import each other in a circle.
 """
 
@@ -38,7 +38,7 @@ class OptimizerConfig(Strict):
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
 
 
-class MemberSettings(Strict):
+class MemberConfig(Strict):
     """Base of every member kind's settings (seg_p2p/models): `kind` names the registered kind."""
 
     kind: str

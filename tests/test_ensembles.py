@@ -9,7 +9,7 @@ from seg_p2p.device import Precision
 from seg_p2p.engine import TrainingRun, fit, train_step
 from seg_p2p.ensemble.fusion import FusionConfig, JointEnsemble, ProbabilityDataset, StackingModel
 from seg_p2p.ensemble.strategy import COMBINERS, load_strategy
-from seg_p2p.ensemble.trained import JointSettings, StackingSettings
+from seg_p2p.ensemble.trained import JointConfig, StackingConfig
 from seg_p2p.errors import UserError
 from seg_p2p.models import build_member
 from seg_p2p.tracking import Tracker
@@ -165,10 +165,10 @@ def test_strategy_members_default_to_every_member_and_kinds_bring_their_settings
     assert load_strategy(cfg, "all", tmp_path).members == list(cfg.members)  # params.yaml's four
     (tmp_path / "stack.yaml").write_text("combiner: learned\nmembers: [unet_l1]\nfusion: {hidden: 4}\n")
     stack = load_strategy(cfg, "stack", tmp_path)
-    assert isinstance(stack, StackingSettings) and stack.fusion.hidden == 4 and stack.members == ["unet_l1"]
+    assert isinstance(stack, StackingConfig) and stack.fusion.hidden == 4 and stack.members == ["unet_l1"]
     (tmp_path / "both.yaml").write_text("combiner: joint\ndiscriminator: false\n")
     joint = load_strategy(cfg, "both", tmp_path)
-    assert isinstance(joint, JointSettings) and joint.discriminator is False
+    assert isinstance(joint, JointConfig) and joint.discriminator is False
     (tmp_path / "fixed.yaml").write_text("combiner: max\ndiscriminator: false\n")
     with pytest.raises(UserError, match="unknown key 'discriminator'"):
         load_strategy(cfg, "fixed", tmp_path)

@@ -16,7 +16,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from seg_p2p.cli import main
-from seg_p2p.settings import MemberSettings
+from seg_p2p.settings import MemberConfig
 from seg_p2p.data.spec import IGNORE_INDEX, load_spec
 from seg_p2p.device import Precision
 from seg_p2p.engine import train_step
@@ -29,7 +29,7 @@ BUILT_IN_MEMBERS = list(MEMBER_KINDS)
 BUILT_IN_COMBINERS = list(COMBINERS)
 
 
-class TinyCNNConfig(MemberSettings):
+class TinyCNNConfig(MemberConfig):
     kind: Literal["tiny_cnn"] = "tiny_cnn"
     width: PositiveInt = 8
 

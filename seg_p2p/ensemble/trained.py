@@ -39,7 +39,7 @@ from seg_p2p.predict import SplitOutput, photo_predictor, predict_split
 from seg_p2p.settings import error_text
 
 
-class StackingSettings(StrategyConfig):
+class StackingConfig(StrategyConfig):
     fusion: FusionConfig = FusionConfig()
     n_epochs: Annotated[int, Field(ge=0)] | None = None  # override train.n_epochs ...
     n_epochs_decay: Annotated[int, Field(ge=0)] | None = None  # ... and train.n_epochs_decay
@@ -54,7 +54,7 @@ class StackingSettings(StrategyConfig):
             raise ValueError(error_text(exc.errors()[0])) from None
 
 
-class JointSettings(StackingSettings):
+class JointConfig(StackingConfig):
     discriminator: bool = True  # keep the members' discriminators in the loop
     init: Literal["scratch", "members"] = "scratch"  # from random weights, or fine-tune the trained members
     beta: Annotated[float, Field(ge=0, le=1)] = 0.5  # weight of the fusion loss in the members' gradient
@@ -144,7 +144,7 @@ class Stacking(TrainedCombiner):
     """Frozen stacking: the fusion net alone, fitted on the members' val probabilities (it never sees test,
     and val is its training data, so it has no validation)."""
 
-    settings = StackingSettings
+    settings = StackingConfig
 
     def setup(self, job):
         members = job.strategy.members
@@ -212,7 +212,7 @@ class _FusionProbe(torch.nn.Module):
 class Joint(TrainedCombiner):
     """Members and fusion net in one model (JointEnsemble), trained by the engine like a member."""
 
-    settings = JointSettings
+    settings = JointConfig
     scores_members_inside = True
 
     def build(self, cfg, strategy, spec) -> tuple[JointEnsemble, dict]:

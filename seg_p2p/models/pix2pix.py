@@ -18,7 +18,7 @@ from seg_p2p.models.heads import LabelHead
 from seg_p2p.models.member import SegModel
 from seg_p2p.models.networks import ResnetGenerator, UnetGenerator, init_weights
 from seg_p2p.models.registry import register_member
-from seg_p2p.settings import MemberSettings, Strict
+from seg_p2p.settings import MemberConfig, Strict
 
 
 class GeneratorConfig(Strict):
@@ -34,12 +34,12 @@ class GeneratorConfig(Strict):
     rgb_temperature: PositiveFloat = 0.05  # softmax over -squared colour distance / T gives class probabilities
 
 
-class UnetL1Config(MemberSettings):
+class UnetL1Config(MemberConfig):
     kind: Literal["unet_l1"] = "unet_l1"
     generator: GeneratorConfig = GeneratorConfig()
 
 
-class Pix2PixConfig(MemberSettings):
+class Pix2PixConfig(MemberConfig):
     kind: Literal["pix2pix"] = "pix2pix"
     generator: GeneratorConfig = GeneratorConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()

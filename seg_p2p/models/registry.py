@@ -14,30 +14,30 @@ from pydantic import ValidationError
 
 from seg_p2p.errors import UserError
 from seg_p2p.models.member import SegModel
-from seg_p2p.settings import MemberSettings, error_text
+from seg_p2p.settings import MemberConfig, error_text
 
 
 @dataclass(frozen=True)
 class MemberKind:
-    config: type[MemberSettings]
-    build: Callable[[MemberSettings, object, int], SegModel]  # (settings, dataset spec, crop size) -> model
+    config: type[MemberConfig]
+    build: Callable[[MemberConfig, object, int], SegModel]  # (settings, dataset spec, crop size) -> model
 
 
 MEMBER_KINDS: dict[str, MemberKind] = {}
 
 
-def register_member(kind: str, config: type[MemberSettings],
-                    build: Callable[[MemberSettings, object, int], SegModel]) -> None:
+def register_member(kind: str, config: type[MemberConfig],
+                    build: Callable[[MemberConfig, object, int], SegModel]) -> None:
     """Make `kind` usable in params.yaml: `config` validates its settings, `build` makes the model."""
     if kind in MEMBER_KINDS:
         raise ValueError(f"member kind '{kind}' is already registered")
     MEMBER_KINDS[kind] = MemberKind(config, build)
 
 
-def member_settings(name: str, raw) -> MemberSettings:
+def member_settings(name: str, raw) -> MemberConfig:
     """Validate `members.NAME` with its kind's settings class; errors read as the config's own."""
     key, kinds = f"members.{name}", ", ".join(MEMBER_KINDS)
-    if isinstance(raw, MemberSettings):
+    if isinstance(raw, MemberConfig):
         return raw
     if not isinstance(raw, dict):
         raise ValueError(f"{key}: expected a mapping of settings with a 'kind' (got {raw!r:.60}); see params.yaml")

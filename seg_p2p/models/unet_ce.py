@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.models.member import SegModel, adam_group
 from seg_p2p.models.registry import register_member
-from seg_p2p.settings import MemberSettings, OptimizerConfig
+from seg_p2p.settings import MemberConfig, OptimizerConfig
 
 
-class UnetCEConfig(MemberSettings):
+class UnetCEConfig(MemberConfig):
     kind: Literal["unet_ce"] = "unet_ce"
     encoder: str = "resnet34"
     encoder_weights: str | None = None  # nothing is downloaded unless a user sets e.g. "imagenet"
