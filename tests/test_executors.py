@@ -37,15 +37,18 @@ class FakeScheduler(Executor):
 
     jobs: dict[str, dict] = {}
     held: dict[str, tuple[JobStatus, int]] = {}
+    refused: set[str] = set()  # job names whose submission the scheduler refuses
     submitted: list[str] = []
     cancelled: list[str] = []
     polls = 0
 
     @classmethod
     def reset(cls) -> None:
-        cls.jobs, cls.held, cls.submitted, cls.cancelled, cls.polls = {}, {}, [], [], 0
+        cls.jobs, cls.held, cls.refused, cls.submitted, cls.cancelled, cls.polls = {}, {}, set(), [], [], 0
 
     def submit(self, job_name, resources, gpus, after, fn, *args) -> Receipt:
+        if job_name.removeprefix("seg-p2p:") in self.refused:
+            raise RuntimeError("sbatch: error: Batch job submission failed: Invalid feature specification")
         job_id = str(100 + len(self.jobs))
         self.jobs[job_id] = {"name": job_name.removeprefix("seg-p2p:"), "after": after, "call": (fn, args),
                              "status": JobStatus(PENDING, "Dependency" if after else "")}
@@ -142,6 +145,17 @@ def test_a_job_that_can_never_start_stops_the_client_at_the_first_poll_and_is_ca
     unfinished = {job_id for job_id, job in fake.jobs.items() if job["name"] in ("train", "report", "record")}
     assert set(fake.cancelled) == unfinished  # nothing is left waiting; prepare and evaluate had finished
     assert all(job["status"].state in (DONE, CANCELLED) for job in fake.jobs.values())
+
+
+def test_a_job_the_scheduler_refuses_cancels_those_submitted_before_it(project, fake):
+    fake.refused.add("report")
+    with pytest.raises(UserError) as refused:
+        run(project)
+    message = str(refused.value)
+    assert refused.value.exit_code == 2 and "\n" not in message
+    assert message.startswith("cluster: the scheduler refused the job of report (sbatch: error: Batch job submission "
+                              "failed: Invalid feature specification); the 3 jobs submitted before it are cancelled")
+    assert sorted(fake.cancelled) == sorted(fake.jobs) and fake.polls == 0  # prepare, train, evaluate; no waiting
 
 
 def test_a_job_waiting_its_turn_is_shown_with_its_reason_and_waited_for(project, fake, capsys):
