@@ -98,9 +98,9 @@ SBATCH_OWN = {"cpus-per-task", "gres", "gpus", "gpus-per-node", "mem", "time", "
 
 
 class ClusterConfig(Strict):
-    """`seg-p2p cluster run`: every out-of-date DVC stage a job through submitit (README, "On a cluster")."""
+    """`seg-p2p cluster run`: every out-of-date DVC stage a job through an executor (README, "On a cluster")."""
 
-    executor: Literal["auto", "slurm", "local"] = "auto"  # auto: slurm where sbatch is found, else local
+    executor: str = "auto"  # auto (slurm where sbatch is found, else local), slurm, local or a registered executor
     folder: str = ".cluster"  # job scripts, logs and the submission record, on the filesystem the nodes share
     partition: str | None = None
     account: str | None = None

@@ -23,13 +23,13 @@ import yaml
 from conftest import BIN, ONE_THREAD, run_in, study_repo, tiny_project
 
 KINDS = ("prepare", "train", "predict", "ensemble", "evaluate", "report")
+ONE_CPU_JOBS = {kind: {"cpus": 1, "mem_gb": 1, "time_min": 30} for kind in KINDS}  # what the local SLURM offers
 # conftest's tiny params on one CPU per job; 32 training images and 6 epochs, so that a training is long enough
 # to be cancelled after its first checkpoint; three strategies (fixed, stacked, joint) cut to one epoch.
 STUDY = {"data": {"synthetic": {"num_train": 32}},
          "train": {"n_epochs": 4, "n_epochs_decay": 2, "val_every": 2, "sample_every": 6},
          "strategies": ["mean", "learned", "joint"],
-         "cluster": {"poll_seconds": 1, "resources": {kind: {"cpus": 1, "mem_gb": 1, "time_min": 30}
-                                                      for kind in KINDS}}}
+         "cluster": {"poll_seconds": 1, "resources": ONE_CPU_JOBS}}
 SHORT = ("learned", "joint")
 SEG_P2P = str(BIN / "seg-p2p")
 
@@ -247,18 +247,67 @@ def test_a_cancelled_training_stops_its_dependents_and_resubmitting_finishes_the
     assert "nothing to submit" in cluster(["cluster", "run"], root).stderr
 
 
-def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
-    """No SLURM asked for: one local job runs `dvc repro` (submitit's local executor), with the same client."""
-    root = tmp_path
-    tiny_project(root, {"cluster": {"executor": "local", "poll_seconds": 1}})
+def two_stage_project(root: Path, cluster_settings: dict) -> Path:
+    """A DVC project of two small stages (prepare, then report), its `cluster:` settings laid over tiny params."""
+    tiny_project(root, {"cluster": cluster_settings})
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "prepare": {"cmd": "echo data > a.txt", "outs": ["a.txt"]},
         "report": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]}}}))
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         run_in(command, root)
+    return root
+
+
+def test_the_local_executor_runs_the_pipeline_with_dvc_repro(tmp_path):
+    """No SLURM asked for: one local job runs `dvc repro` (submitit's local executor), with the same client."""
+    root = two_stage_project(tmp_path, {"executor": "local", "poll_seconds": 1})
     result = cluster(["cluster", "run"], root)
     assert "local executor" in result.stderr and (root / "b.txt").read_text() == "data\n"
     assert "nothing to submit" in cluster(["cluster", "run"], root).stderr
+
+
+def queued_from(root: Path) -> dict[str, str]:
+    """Job id -> state of the jobs SLURM's controller knows (waiting, running, or ended within MinJobAge) that were
+    submitted from `root` (squeue's %Z: where sbatch ran)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%Z"], capture_output=True, text=True,
+                         check=True).stdout
+    return {job: state for job, state, where in (line.split("|") for line in out.splitlines()) if where == str(root)}
+
+
+def node_cpus() -> int:
+    return max(int(cpus) for cpus in subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True,
+                                                    check=True).stdout.split())
+
+
+@on_slurm
+def test_a_request_no_node_can_meet_is_refused_before_any_job_is_submitted(tmp_path):
+    most = node_cpus()
+    resources = {**ONE_CPU_JOBS, "prepare": {**ONE_CPU_JOBS["prepare"], "cpus": most + 2}}
+    root = two_stage_project(tmp_path, {"executor": "slurm", "resources": resources})
+    result = cluster(["cluster", "run"], root, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seg-p2p: error: cluster.resources.prepare.cpus: prepare asks "
+                                                   f"for {most + 2} CPUs, but no node of partition "), lines
+    assert f"has more than {most} (sinfo)" in lines[0]
+    assert not (root / ".cluster").exists() and queued_from(root) == {}
+
+
+@on_slurm
+def test_a_job_that_can_never_start_is_reported_within_one_poll_and_its_jobs_are_cancelled(tmp_path):
+    """More tasks of one CPU than the node has CPUs, asked through cluster.sbatch (which the check before
+    submitting does not read): SLURM takes the job and keeps it pending with PartitionConfig, which never clears."""
+    root = two_stage_project(tmp_path, {"executor": "slurm", "poll_seconds": 1, "resources": ONE_CPU_JOBS,
+                                        "sbatch": {"ntasks": node_cpus() + 1}})
+    result = cluster(["cluster", "run"], root, check=False, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    jobs = submission(root)
+    error = [line for line in result.stderr.splitlines() if line.startswith("seg-p2p: error:")]
+    assert len(error) == 1 and f"prepare (job {jobs['prepare']['job_id']}) can never start" in error[0], error
+    assert "the scheduler holds it for PartitionConfig, which does not clear by itself" in error[0], error
+    polls = [line for line in result.stderr.splitlines() if " pending" in line and " of 3 jobs (" in line]
+    assert len(polls) == 1, polls  # the first poll saw it
+    assert queued_from(root) == {job["job_id"]: "CANCELLED" for job in jobs.values()}  # nothing left waiting
 
 
 def test_the_plan_shows_each_stage_job_request_and_submits_nothing(tmp_path):

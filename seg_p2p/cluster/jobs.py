@@ -1,7 +1,7 @@
 """What runs inside a scheduler job: one stage as `dvc repro` would run it, or the final recording in dvc.lock.
 
-submitit pickles these functions with their arguments and calls them on the node, in the job's allocation: the GPUs
-SLURM gave the job are its CUDA_VISIBLE_DEVICES, and its CPUs are the stage's threads.
+An executor calls these functions on a node, in the job's allocation (SLURM and local pickle them through
+submitit): the GPUs the scheduler gave the job are its CUDA_VISIBLE_DEVICES, and its CPUs are the stage's threads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ STOP_GRACE_S = 60  # how long a stopped stage may take to finish its epoch bookk
 
 
 class StageFailed(RuntimeError):
-    """A stage's command exited non-zero: the job fails and SLURM cancels what depends on it."""
+    """A stage's command exited non-zero: the job fails and the scheduler cancels what depends on it."""
 
 
 def run_stage(root: str, job: StageJob, env: dict[str, str]) -> None:

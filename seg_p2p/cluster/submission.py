@@ -1,25 +1,22 @@
-"""Jobs through submitit: one per planned stage with `afterok` dependencies that follow the DAG, then the recording
-job; the submission (job ids, logs, what each stage ran on) is written to `<cluster.folder>/submission.json`, so a
-later `seg-p2p cluster status` or `cluster run` knows it.
+"""Jobs through an executor: one per planned stage, each after the jobs of the stages it needs, then the recording
+job; the submission (executor, job ids, logs, what each stage ran on) is written to
+`<cluster.folder>/submission.json`, so a later `seg-p2p cluster status` or `cluster run` knows it.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from seg_p2p.atomic import process_gone, write_json
+from seg_p2p.atomic import write_json
 from seg_p2p.cluster import jobs
+from seg_p2p.cluster.executors import Executor, JobStatus, executor_named
 from seg_p2p.cluster.plan import StageJob
 from seg_p2p.config import ClusterConfig, StageResources
 from seg_p2p.errors import UserError
 
 RECORD = "record"  # the last job's name: dvc commit of every stage
-PENDING = {"PENDING", "REQUEUED", "CONFIGURING", "UNKNOWN", "READY", "RESIZING", "SUSPENDED"}
-RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT"}
-DONE = "COMPLETED"
 RECORD_RESOURCES = StageResources(cpus=1, mem_gb=4.0, time_min=60)
 
 
@@ -35,7 +32,7 @@ class SubmittedJob:
 
 @dataclass
 class Submission:
-    executor: str
+    executor: str  # its registered name
     root: str
     submitted: str
     experiment: str | None
@@ -61,82 +58,37 @@ class Submission:
     def stages(self) -> list[SubmittedJob]:
         return [job for job in self.jobs if job.stage != RECORD]
 
-    def states(self) -> dict[str, str]:
-        """Each job's scheduler state in SLURM's words (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ...):
-        one sacct call for all of them."""
-        if self.executor == "local":
-            return {job.stage: _local_state(job) for job in self.jobs}
-        import submitit
+    def scheduler(self, settings: ClusterConfig) -> Executor:
+        return executor_named(self.executor, settings, Path(self.root))
 
-        watcher = submitit.SlurmJob.watcher
-        for job in self.jobs:
-            watcher.register_job(job.job_id)
-        watcher.update()
-        return {job.stage: (watcher.get_state(job.job_id, mode="cache") or "UNKNOWN").split()[0]  # "CANCELLED by 0"
-                for job in self.jobs}
+    def states(self, executor: Executor) -> dict[str, JobStatus]:
+        """Each stage's job state, one question to the executor for all of them."""
+        found = executor.states([job.job_id for job in self.jobs])
+        return {job.stage: found[job.job_id] for job in self.jobs}
 
 
-def _local_state(job: SubmittedJob) -> str:
-    """A local job (a process of this machine, its pid the job id) in SLURM's words."""
-    from submitit.core.utils import JobPaths, pickle_load
-
-    result = JobPaths(Path(job.stdout).parent, job_id=job.job_id).result_pickle
-    if result.exists():
-        return DONE if pickle_load(result)[0] == "success" else "FAILED"
-    return "RUNNING" if not process_gone(int(job.job_id)) else "CANCELLED"
-
-
-def pick_executor(settings: ClusterConfig) -> str:
-    """slurm where sbatch is found (executor: auto), else local; `executor: slurm` without sbatch is refused."""
-    found = shutil.which("sbatch") is not None
-    if settings.executor == "slurm" and not found:
-        raise UserError("cluster.executor: slurm, but sbatch is not found on PATH; run on a SLURM login node, or "
-                        "start a single-node SLURM (.ci/local-slurm, README 'On a cluster'), or set executor: local")
-    if settings.executor == "auto":
-        return "slurm" if found else "local"
-    return settings.executor
-
-
-def _executor(kind: str, folder: Path, settings: ClusterConfig, name: str, resources: StageResources, gpus: int,
-              after: list[str]):
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=folder / "jobs" / "%j", cluster=kind)
-    executor.update_parameters(name=name, timeout_min=resources.time_min, cpus_per_task=resources.cpus,
-                               mem_gb=resources.mem_gb)
-    if kind == "slurm":
-        extra = dict(settings.sbatch)
-        if after:  # the scheduler waits; a failed or cancelled parent cancels this job
-            extra |= {"dependency": "afterok:" + ":".join(after), "kill-on-invalid-dep": "yes"}
-        executor.update_parameters(slurm_partition=settings.partition, slurm_account=settings.account,
-                                   slurm_gres=f"gpu:{gpus}" if gpus else None, slurm_setup=list(settings.setup),
-                                   slurm_additional_parameters=extra)
-    return executor
-
-
-def submit(plan: list[StageJob], root: Path, settings: ClusterConfig, env: dict[str, str],
+def submit(plan: list[StageJob], root: Path, settings: ClusterConfig, executor: Executor, env: dict[str, str],
            experiment: str | None) -> Submission:
     """Submit the plan (stages in dependency order, each after the jobs of the stages it needs), then the job that
-    records them all; with the local executor, one job running `dvc repro`."""
-    kind = pick_executor(settings)
-    folder = root / settings.folder
-    submission = Submission(kind, str(root), time.strftime("%Y-%m-%dT%H:%M:%S"), experiment)
+    records them all; for a one-job executor, one job running `dvc repro`. A job the scheduler refuses cancels
+    those already submitted, so nothing half-submitted waits."""
+    submission = Submission(executor.name, str(root), time.strftime("%Y-%m-%dT%H:%M:%S"), experiment)
     ids: dict[str, str] = {}
 
-    def add(name: str, resources: StageResources, gpus: int, needs: list[str], inputs: str, fn, *args) -> None:
-        executor = _executor(kind, folder, settings, f"seg-p2p:{name}", resources, gpus, [ids[n] for n in needs])
+    def add(stage: str, resources: StageResources, gpus: int, needs: list[str], inputs: str, fn, *args) -> None:
         try:
-            job = executor.submit(fn, *args)
-        except Exception as exc:  # noqa: BLE001 - sbatch's refusal (unknown partition, too many CPUs): one line
+            receipt = executor.submit(f"seg-p2p:{stage}", resources, gpus, [ids[n] for n in needs], fn, *args)
+        except Exception as exc:  # noqa: BLE001 - sbatch's refusal (unknown partition, bad option): one line
+            executor.cancel(list(ids.values()))
             detail = " ".join(str(exc).split())[-300:]
-            raise UserError(f"cluster: the scheduler refused the job of {name} ({detail}); fix cluster.resources "
-                            f"or cluster.sbatch in params.yaml") from None
-        ids[name] = job.job_id
-        submission.jobs.append(SubmittedJob(name, job.job_id, needs, inputs, str(job.paths.stdout),
-                                            str(job.paths.stderr)))
+            raise UserError(f"cluster: the scheduler refused the job of {stage} ({detail})"
+                            + (f"; the {len(ids)} jobs submitted before it are cancelled" if ids else "")
+                            + "; fix cluster.resources or cluster.sbatch in params.yaml") from None
+        ids[stage] = receipt.job_id
+        submission.jobs.append(SubmittedJob(stage, receipt.job_id, needs, inputs, receipt.stdout, receipt.stderr))
         submission.save(Submission.path(root, settings))  # job by job: an interrupted submit still knows its jobs
 
-    if kind == "local":
+    if executor.one_job:
         add("dvc repro", RECORD_RESOURCES, 0, [], "", jobs.run_repro, str(root), env)
         return submission
     for job in plan:
