@@ -17,19 +17,7 @@ import numpy as np
 import torch
 
 from seg_p2p.errors import UserError
-
-
-def process_gone(pid: int) -> bool:
-    """Whether no process `pid` runs on this machine (never for our own)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError, ValueError):
-        return pid <= 0
-    return False
+from seg_p2p.processes import process_gone
 
 
 def _remove_if_stale(tmp: Path) -> None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from seg_p2p.atomic import process_gone
+from seg_p2p.processes import process_gone
 from seg_p2p.config import Config
 from seg_p2p.interrupts import deferred
 

@@ -79,7 +79,7 @@ def test_no_module_of_the_package_reaches_itself_through_its_imports():
 
 # The package from the bottom up: a module (or subpackage, taken whole) imports only from layers below its own.
 LAYERS = [
-    {"seg_p2p", "codedeps", "errors", "interrupts", "run_paths"},
+    {"seg_p2p", "codedeps", "errors", "interrupts", "processes", "run_paths"},
     {"atomic", "device", "distributed", "environment", "fingerprint", "settings", "stored"},
     {"ragged", "seeding"},
     {"data", "probabilities"},
