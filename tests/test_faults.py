@@ -572,6 +572,7 @@ def finished_study(workspace, tmp_path_factory, mlflow_template) -> Path:
     settings = tiny_settings({"train": {"n_epochs": 1, "n_epochs_decay": 0}, "strategies": ["max"]})
     settings["members"] = {"unet_l1": settings["members"]["unet_l1"]}
     settings["strategy_settings"] = {}
+    settings["gan_pairs"] = {}  # its pairs name members this study lacks
     (folder / "params.yaml").write_text(yaml.safe_dump(settings))
     shutil.copyfile(mlflow_template, folder / "mlflow.db")
     seed = folder / "runs" / "seed0"
