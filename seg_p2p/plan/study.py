@@ -18,7 +18,6 @@ from seg_p2p.plan.estimate import Estimator, StagePlan
 from seg_p2p.plan.rates import Rates, measured_rates
 
 
-
 @dataclass
 class StudyPlan:
     name: str

@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 from typing import Callable
 
-from seg_p2p.processes import process_gone
 from seg_p2p.cluster.executors.base import Executor, JobState, JobStatus, Receipt, register_executor, submitit_job
 from seg_p2p.config import ClusterConfig, StageResources
+from seg_p2p.processes import process_gone
 
 
 class LocalExecutor(Executor):

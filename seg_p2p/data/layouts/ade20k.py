@@ -41,6 +41,7 @@ class Ade20k(Layout):
     description = ("ROOT = ADEChallengeData2016: images/<training|validation>/ photos, "
                    "annotations/<training|validation>/ index masks")
     published_spec = "ade20k"
+    void = "value 0, 'other'; value k is class k-1"
 
     @classmethod
     def matches(cls, root: Path) -> bool:
@@ -49,8 +50,6 @@ class Ade20k(Layout):
 
     def split_folders(self, split: str) -> tuple[Path, Path]:
         return self.root / "images" / SPLIT_FOLDERS[split], self.root / "annotations" / SPLIT_FOLDERS[split]
-
-    void = "value 0, 'other'; value k is class k-1"
 
     def decode_label(self, image: Image.Image, path: Path) -> tuple[np.ndarray, None]:
         return to_class_ids(image, path), None

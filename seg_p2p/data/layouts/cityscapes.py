@@ -64,6 +64,7 @@ class Cityscapes(Layout):
     description = ("ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png photos, "
                    "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png label ids")
     published_spec = "cityscapes"
+    void = "label ids outside the 19 train ids"
 
     @classmethod
     def matches(cls, root: Path) -> bool:
@@ -78,8 +79,6 @@ class Cityscapes(Layout):
     def partner_hint(self, name: str, path: Path, other_dir: Path) -> str:
         suffix = LABEL_SUFFIX if path.name.endswith(PHOTO_SUFFIX) else PHOTO_SUFFIX
         return f"{name}{suffix} in {other_dir / path.parent.name}"
-
-    void = "label ids outside the 19 train ids"
 
     def decode_label(self, image: Image.Image, path: Path) -> tuple[np.ndarray, None]:
         return to_train_ids(image, path), None
