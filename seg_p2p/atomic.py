@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seg_p2p.errors import UserError
 from seg_p2p.processes import process_gone
@@ -124,6 +123,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def save_torch(path: str | Path, obj) -> None:
+    import torch  # here: prepare, report and the code stage write files without importing torch (1.4 s)
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())

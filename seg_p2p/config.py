@@ -83,6 +83,7 @@ class StageResources(Strict):
 class ClusterResources(Strict):
     """Resources per stage kind (the dvc.yaml stage a job runs: train@pix2pix-0 is a `train` job)."""
 
+    code: StageResources = StageResources(cpus=1, mem_gb=1.0, time_min=10)
     prepare: StageResources = StageResources(cpus=4, mem_gb=16.0, time_min=240)
     train: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
     predict: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=240)

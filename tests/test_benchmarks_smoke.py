@@ -39,3 +39,15 @@ def test_train_step_benchmark_smoke(capsys):
     slide = member["inference"]["slide"]  # 72x40 in 32 px windows, 8 px overlap: 3 x 2 windows
     assert slide["photo"] == "72x40" and slide["windows"] == 6 and slide["overlap"] == 8
     assert slide["images_per_s"] > 0 and slide["window_throughput_vs_whole"] > 0
+
+
+def test_startup_benchmark_times_every_stage_kind(capsys):
+    """benchmarks.startup's fixed costs alone (the study part runs a whole study: benchmarks/README.md)."""
+    from benchmarks.startup import main as startup
+    from seg_p2p.codedeps import STAGE_MODULES
+
+    result = startup(["--fixed-only", "--repeats", "1"])
+    assert json.loads(capsys.readouterr().out) == result
+    assert set(result["fixed_cost"]) == {"python", "mlflow", *STAGE_MODULES}
+    assert all(cost["median_s"] > 0 and len(cost["runs_s"]) == 1 for cost in result["fixed_cost"].values())
+    assert "study" not in result

@@ -28,6 +28,7 @@ SUMMARY = 2_000  # a training's summary.json
 PNG_BYTES_PER_PIXEL = 1.0  # a sample grid (photo | truth | prediction rows) as PNG, per RGB pixel
 EVALUATE_RECORD = 800  # evaluate's JSON per model, besides its per-class entries
 PER_CLASS = 60  # bytes per class and score in evaluate's JSON (IoU, accuracy by name) and per_class_iou.json
+CODE_LISTINGS = 27_000  # runs/code: a sha256sum line for each file each stage kind runs
 REPORT = 500_000  # the report's tables and figures, and their MLflow copies
 SAMPLE_IMAGES = 4  # seg_p2p.epoch_outputs.SAMPLE_IMAGES
 
@@ -37,7 +38,7 @@ class StagePlan:
     """One DVC stage: what it needs, runs and leaves."""
 
     name: str  # DVC's address, e.g. train@pix2pix-0
-    kind: str  # prepare | train | predict | ensemble | evaluate | report
+    kind: str  # code | prepare | train | predict | ensemble | evaluate | report
     needs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()  # the paths it writes (what is already there counts as written)
     steps: int = 0

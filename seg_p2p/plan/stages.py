@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seg_p2p.plan.estimate import (EVALUATE_RECORD, MLFLOW_RUN, MLFLOW_STORE, NPY_HEADER, PER_CLASS, REPORT, Estimator,
-                                   StagePlan, json_bytes, ragged_bytes)
+from seg_p2p.plan.estimate import (CODE_LISTINGS, EVALUATE_RECORD, MLFLOW_RUN, MLFLOW_STORE, NPY_HEADER, PER_CLASS,
+                                   REPORT, Estimator, StagePlan, json_bytes, ragged_bytes)
 
 
 def member_stages(cfg, seed: int) -> tuple[str, ...]:
     """The stages that write runs/seed{seed}/members, which the seed's later stages depend on whole."""
     return tuple(f"{kind}@{member}-{seed}" for member in cfg.members for kind in ("train", "predict"))
+
+
+def code_stage() -> StagePlan:
+    """The listing of the code each stage kind runs (seg_p2p.stage_code), which every other stage depends on."""
+    return StagePlan("code", "code", outputs=("runs/code",), disk_bytes=CODE_LISTINGS)
 
 
 def prepare_stage(est: Estimator) -> StagePlan:
@@ -24,13 +29,13 @@ def prepare_stage(est: Estimator) -> StagePlan:
         sizes = est.sizes.split(split)
         disk += ragged_bytes([(h, w, 3) for h, w in sizes], 1) + ragged_bytes(sizes, 1)
         disk += json_bytes([f"{split}_{i:04d}" for i in range(len(sizes))])
-    return StagePlan("prepare", "prepare", outputs=("data/prepared",), disk_bytes=disk)
+    return StagePlan("prepare", "prepare", needs=("code",), outputs=("data/prepared",), disk_bytes=disk)
 
 
 def train_stage(est: Estimator, member: str, seed: int) -> StagePlan:
     cost = est.member(member)
     part = est.training(est.cfg.train, cost, len(est.sizes.train), history_columns=10)
-    part.name, part.kind, part.needs = f"train@{member}-{seed}", "train", ("prepare",)
+    part.name, part.kind, part.needs = f"train@{member}-{seed}", "train", ("prepare", "code")
     part.outputs, part.rates = (f"runs/seed{seed}/members/{member}/train",), (member,)
     return part
 
@@ -41,7 +46,7 @@ def predict_stage(est: Estimator, member: str, seed: int) -> StagePlan:
     images = sum(len(est.sizes.split(s)) * est.inputs[s] for s in ("val", "test"))
     disk = sum(est.predictions(split) + est.stored_probabilities(split) for split in ("val", "test"))
     batch = est.inference.loader_batch_size()
-    return StagePlan(f"predict@{member}-{seed}", "predict", needs=("prepare", f"train@{member}-{seed}"),
+    return StagePlan(f"predict@{member}-{seed}", "predict", needs=("prepare", f"train@{member}-{seed}", "code"),
                      outputs=(f"runs/seed{seed}/members/{member}/predict",),
                      inference_flops=round(images * cost.inference_flops), disk_bytes=disk,
                      memory_bytes=cost.weight_bytes + cost.activation_bytes * batch // est.cfg.train.batch_size,
@@ -51,7 +56,7 @@ def predict_stage(est: Estimator, member: str, seed: int) -> StagePlan:
 def ensemble_stage(est: Estimator, parts: dict[str, StagePlan], seed: int) -> StagePlan:
     """Every strategy of the seed (`parts`: each one's cost), in series in one process (dvc.yaml's ensemble@seed)."""
     stage = StagePlan(f"ensemble@{seed}", "ensemble", outputs=(f"runs/seed{seed}/ensembles",),
-                      needs=("prepare", *member_stages(est.cfg, seed)), rates=tuple(est.cfg.members))
+                      needs=("prepare", *member_stages(est.cfg, seed), "code"), rates=tuple(est.cfg.members))
     for part in parts.values():
         stage.steps += part.steps
         stage.train_flops += part.train_flops
@@ -70,7 +75,8 @@ def evaluate_stage(est: Estimator, strategies: dict, seed: int) -> StagePlan:
                                         for s in strategies.values())
     per_model = (NPY_HEADER + len(est.sizes.test) * 3 * classes * 8 + EVALUATE_RECORD + 2 * PER_CLASS * classes
                  + MLFLOW_RUN)
-    return StagePlan(f"evaluate@{seed}", "evaluate", needs=("prepare", *member_stages(est.cfg, seed), f"ensemble@{seed}"),
+    return StagePlan(f"evaluate@{seed}", "evaluate",
+                     needs=("prepare", *member_stages(est.cfg, seed), f"ensemble@{seed}", "code"),
                      outputs=(f"runs/seed{seed}/evaluate", f"runs/seed{seed}/per_class_iou.json",
                               f"runs/seed{seed}/metrics.json"),
                      disk_bytes=models * per_model)
@@ -83,7 +89,7 @@ def study_stages(est: Estimator, strategies_dir: Path) -> list[StagePlan]:
     cfg = est.cfg
     strategies = {name: load_strategy(cfg, name, strategies_dir) for name in cfg.strategies}
     parts = {name: combiner_kind(strategy).plan(strategy, est) for name, strategy in strategies.items()}
-    stages = [prepare_stage(est)]
+    stages = [code_stage(), prepare_stage(est)]
     for seed in cfg.seeds:
         for member in cfg.members:
             stages += [train_stage(est, member, seed), predict_stage(est, member, seed)]
