@@ -17,16 +17,15 @@ from seg_p2p.data.spec import BUILTIN_SPECS, IGNORE_INDEX, OFF_PALETTE_DISTANCE,
 from seg_p2p.errors import UserError
 
 
-def resolve_spec(path: Path, dataset: str | None) -> tuple[DatasetSpec, str]:
+def resolve_spec(path: Path, dataset: str | None, layout) -> tuple[DatasetSpec, str]:
     """(spec, where it came from): --dataset, else PATH/dataset.yaml, else the built-in spec of a published
-    dataset's layout (cityscapes, voc, ade20k: its labels are always the same ids), else the built-in named like
+    dataset's `layout` (cityscapes, voc, ade20k: its labels are always the same ids), else the built-in named like
     the folder."""
     if dataset:
         return load_spec(dataset), f"--dataset {dataset}"
     local = path / "dataset.yaml"
     if local.is_file():
         return load_spec(str(local)), str(local)
-    layout = detect_layout(path)
     if layout.published_spec:
         source = "built-in" if layout.published_spec in BUILTIN_SPECS else layout.published_spec
         return load_spec(layout.published_spec), f"{source}, matched by the {layout.name} layout"
@@ -45,9 +44,9 @@ def size_range(shapes: set[tuple[int, int]]) -> str:
 
 def check_dataset(path: Path, dataset: str | None, max_pixels: int | None = PIL_PIXEL_LIMIT) -> str:
     path = Path(path)
-    detect_layout(path)  # a missing or unrecognised folder is the first thing to report
-    spec, spec_source = resolve_spec(path, dataset)
-    raw = RawDataset(path, spec, max_pixels)
+    layout_class = detect_layout(path)  # once; a missing or unrecognised folder is the first thing to report
+    spec, spec_source = resolve_spec(path, dataset, layout_class)
+    raw = RawDataset(path, spec, max_pixels, layout_class)
     pixels, sizes = {}, {}
     for split in raw.splits:
         histogram, shapes = np.zeros(256, dtype=np.int64), set()

@@ -28,9 +28,10 @@ READ_AHEAD_PIXELS = 2**26  # ... and their photos' pixels at most (bar a single 
 class RawDataset:
     """A dataset folder: its layout, the pairs of each split, and decoding to (name, photo, mask)."""
 
-    def __init__(self, root: Path, spec: DatasetSpec, max_pixels: int | None = PIL_PIXEL_LIMIT):
+    def __init__(self, root: Path, spec: DatasetSpec, max_pixels: int | None = PIL_PIXEL_LIMIT, layout=None):
+        """`layout`: the folder's layout class where the caller has already detected it (data check does)."""
         self.root, self.spec, self.max_pixels = Path(root), spec, max_pixels
-        self.layout = detect_layout(self.root)(self.root, spec, max_pixels)
+        self.layout = (layout or detect_layout(self.root))(self.root, spec, max_pixels)
         self.format = self.layout.name
         splits = self.layout.splits
         self.splits = {split: pairs for split in splits if (pairs := self.layout.list_split(split))}
