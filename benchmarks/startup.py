@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from seg_p2p.environment import dvc_executable, stage_environment
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKED = ("train", "ensemble", "evaluate", "report")  # the stage kinds that open an MLflow run
@@ -78,28 +79,29 @@ def dvc_overhead(study: Path) -> dict:
 
     with Repo(str(study)) as repo:
         name, cmd = "code", next(s.cmd for s in repo.index.stages if s.name == "code")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = stage_environment()
     alone = timed(["bash", "-c", cmd], study, env)
-    through_dvc = timed([str(BIN / "dvc"), "repro", "-f", "-s", name], study, env)
+    through_dvc = timed([dvc_executable(), "repro", "-f", "-s", name], study, env)
     return {"stage": name, "command_s": round(alone, 3), "dvc_repro_s": round(through_dvc, 3),
             "dvc_per_stage_s": round(through_dvc - alone, 3)}
 
 
 def run_study(folder: Path) -> float:
-    """The default study by `dvc repro` in a copy of this checkout's tracked files; its wall time in seconds."""
+    """The default study as `make study` runs it (`seg-p2p study`), in a copy of this checkout's files (.dvc/ with
+    them, as a clone has it) committed to a git repository of its own; its wall time in seconds."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, folder / name)
-    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
-                    [str(BIN / "dvc"), "config", "cache.type", "hardlink,symlink"]):
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=startup", "-c", "user.email=startup@localhost", "commit", "-qm", "copy"]):
         subprocess.run(command, cwd=folder, check=True)
     print(f"startup: running the study in {folder} (minutes)", file=sys.stderr)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     started = time.perf_counter()
-    subprocess.run([str(BIN / "dvc"), "repro"], cwd=folder, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([str(BIN / "seg-p2p"), "study"], cwd=folder, check=True, env=stage_environment(),
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -110,7 +112,7 @@ def inside_seconds(study: Path) -> dict[str, float]:
 
 
 def stage_counts(study: Path) -> Counter:
-    out = subprocess.run([str(BIN / "dvc"), "stage", "list", "--name-only"], cwd=study, capture_output=True,
+    out = subprocess.run([dvc_executable(), "stage", "list", "--name-only"], cwd=study, capture_output=True,
                          text=True, check=True).stdout.split()
     return Counter(name.split("@")[0] for name in out)
 

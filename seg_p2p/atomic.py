@@ -123,7 +123,7 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def save_torch(path: str | Path, obj) -> None:
-    import torch  # here: prepare, report and the code stage write files without importing torch (1.4 s)
+    import torch  # here: prepare and the code stage write files without importing torch (1.4 s)
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

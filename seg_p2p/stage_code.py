@@ -3,8 +3,8 @@
 For each stage kind, `<out>/<kind>.sha256` lists the SHA-256 of every file of the code it runs (seg_p2p.codedeps:
 its import closure and the CLI), in `sha256sum`'s format. Every other stage depends on its kind's list instead of on
 the files themselves, so editing code reruns exactly the stages that run it, as before, while dvc.lock records one
-code entry per stage instead of about thirty. DVC parses the whole lock file again for every stage it runs: with a
-stage per strategy and seed, thirty code entries each made it 10,000 lines and about 2 s of every stage's start.
+code entry per stage instead of about thirty. DVC parses the whole lock file again for every stage it runs; this
+took the default study's from 5,075 lines to 2,274.
 """
 
 from __future__ import annotations
