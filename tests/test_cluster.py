@@ -68,7 +68,7 @@ def without_timing(report: Path) -> dict[str, list[dict]]:
 
 
 def submission(root: Path) -> dict[str, dict]:
-    return {job["stage"]: job for job in json.loads((root / ".cluster" / "submission.json").read_text())["jobs"]}
+    return {job["name"]: job for job in json.loads((root / ".cluster" / "submission.json").read_text())["jobs"]}
 
 
 def accounting(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -161,6 +161,30 @@ def test_independent_stages_ran_side_by_side_each_on_its_own_gpu(clustered):
 
 
 @on_slurm
+def test_strategies_of_one_seed_ran_side_by_side_each_on_its_own_gpu(clustered):
+    """An ensemble stage is a job per strategy: two of them overlap in sacct's times, on different stand-in GPUs
+    (each job's log names its CUDA_VISIBLE_DEVICES)."""
+    root, _ = clustered
+    jobs = submission(root)
+    strategies = [name for name in jobs if name.startswith("ensemble@0/")]
+    assert sorted(strategies) == [f"ensemble@0/{s}" for s in sorted(STUDY["strategies"])]
+    times = accounting([jobs[name]["job_id"] for name in strategies])
+
+    def span(name):
+        _, start, end = times[jobs[name]["job_id"]]
+        return datetime.fromisoformat(start), datetime.fromisoformat(end)
+
+    def devices(name):
+        log = Path(jobs[name]["stdout"]).read_text()
+        return log.split("CUDA_VISIBLE_DEVICES=")[1].split(",")[0]
+
+    together = [(a, b) for i, a in enumerate(strategies) for b in strategies[i + 1:]
+                if span(a)[0] < span(b)[1] and span(b)[0] < span(a)[1]]
+    assert together, {name: span(name) for name in strategies}
+    assert all(devices(a) != devices(b) for a, b in together), {name: devices(name) for name in strategies}
+
+
+@on_slurm
 def test_stages_log_to_the_tracking_server_under_one_parent(clustered, tracking_server):
     from mlflow.tracking import MlflowClient
 
@@ -233,7 +257,8 @@ def test_a_cancelled_training_stops_its_dependents_and_resubmitting_finishes_the
     assert 1 <= epoch < 6  # cut mid-run
     jobs = submission(root)
     states = accounting([job["job_id"] for job in jobs.values()])
-    for stage in ("predict@unet_ce-0", "ensemble@0", "evaluate@0", "report", "record"):
+    for stage in ("predict@unet_ce-0", "ensemble@0/mean", "ensemble@0/learned", "ensemble@0/joint", "evaluate@0",
+                  "report", "record"):
         state, start, _ = states[jobs[stage]["job_id"]]
         assert state == "CANCELLED" and start in ("None", "Unknown"), (stage, state, start)  # never started
     assert states[jobs["train@pix2pix-0"]["job_id"]][0] == "COMPLETED"

@@ -707,3 +707,30 @@ def test_a_damaged_stored_file_is_one_line_naming_it_and_the_stage_that_writes_i
     line = assert_one_line_error(capsys.readouterr().err, Path(file).name, *says)
     assert state_under(study) == before, "a refused command wrote something"
     assert all(mlflow_runs(tmp_path, stage) == [] for stage in STAGES), "a refused command opened an MLflow run"
+
+
+def test_an_unchanged_strategy_is_kept_and_a_damaged_or_changed_one_runs_again(finished_study, tmp_path, capsys):
+    """The ensemble stage reruns a strategy only where its identity or its outputs changed: the fix the message
+    for a damaged strategy output names (`dvc repro -f -s ensemble`) rewrites it; a retrained member reruns it."""
+    from seg_p2p.cli import main
+
+    study = tmp_path / "study"
+    shutil.copytree(finished_study, study)
+    prediction = study / "runs" / "seed0" / "ensembles" / "max" / "predict" / "test_pred.npy"
+    written = prediction.read_bytes()
+    main(stage_argv(study, STAGES["ensemble"]))
+    assert "max unchanged since it ran, kept" in capsys.readouterr().err
+    truncate(prediction)
+    main(stage_argv(study, STAGES["ensemble"]))
+    assert "max done" in capsys.readouterr().err and prediction.read_bytes() == written
+    probabilities = study / MEMBER / "predict" / "test_probs.npy"
+    probabilities.write_bytes(probabilities.read_bytes())  # same bytes, rewritten: kept
+    main(stage_argv(study, STAGES["ensemble"]))
+    assert "max unchanged since it ran, kept" in capsys.readouterr().err
+    changed = bytearray(probabilities.read_bytes())
+    changed[-1] ^= 1  # the member's last stored probability, one bit
+    probabilities.write_bytes(bytes(changed))
+    main(stage_argv(study, STAGES["ensemble"]))
+    assert "max done" in capsys.readouterr().err
+    main(stage_argv(study, [*STAGES["ensemble"], "--seed", "1"]))  # another seed: another identity
+    assert "max done" in capsys.readouterr().err

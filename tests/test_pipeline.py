@@ -95,6 +95,22 @@ def test_changing_one_member_reruns_only_what_depends_on_it(study):
     assert not {"prepare", "train@pix2pix-0", "train@unet_ce-0", "predict@pix2pix-0", "predict@unet_ce-0"} & stages
 
 
+def test_editing_one_strategy_reruns_only_that_strategy_and_what_reads_it(study):
+    """DVC reruns the seed's ensemble stage; inside it only the edited strategy runs (the others' identities are
+    unchanged), then evaluate and report."""
+    root, _ = study
+    path = root / "ensembles" / "control.yaml"
+    path.write_text(path.read_text() + "fusion: {hidden: 16, layers: 3, use_photo: false, lr: 0.001}\n")
+    result = run_in(["dvc", "repro"], root)
+    stages = ran_stages(result.stdout)
+    assert stages == {"ensemble@0", "evaluate@0", "report"}
+    log = result.stdout + result.stderr
+    assert "seed 0: control done" in log
+    for name in ("mean", "learned", "joint"):
+        assert f"seed 0: {name} unchanged since it ran, kept" in log
+    assert ran_stages(run_in(["dvc", "repro"], root).stdout) == set()
+
+
 def test_exp_run_queues_experiments_as_dvc_experiments(study):
     root, _ = study
     for lr in ("0.003", "0.004"):

@@ -38,19 +38,30 @@ def test_the_plan_has_dvcs_stages_and_dependencies(default_plan):
     assert ours == dvc
 
 
-def test_totals_add_up_and_the_critical_path_is_a_chain(default_plan):
+def test_totals_add_up_and_the_critical_path_is_a_chain_of_cluster_jobs(default_plan):
     stages = {stage["name"]: stage for stage in default_plan["stages"]}
+    jobs = {part["name"]: part for stage in stages.values() for part in (stage["parts"] or [stage])}
     total = default_plan["total"]
-    assert total["jobs"] == len(stages) == 33
+    assert len(stages) == 33 and total["jobs"] == len(jobs) == 33 - 3 + 3 * 11  # a job per strategy and seed
     assert total["disk_bytes"] == sum(stage["disk_bytes"] for stage in stages.values())
     assert total["train_flops"] == sum(stage["train_flops"] for stage in stages.values()) > 0
     path = total["critical_path"]
     assert path[:2] == ["code", "prepare"] and path[-1] == "report"
-    assert all(before in stages[after]["needs"] for before, after in zip(path, path[1:]))
+    assert all(before.split("/")[0] in jobs[after]["needs"] for before, after in zip(path, path[1:]))
     # the slowest member by FLOPs lies on it (the joint runs of its seed follow it)
     slowest = max((s for s in stages.values() if s["kind"] == "train"), key=lambda s: s["flops"])
     assert slowest["name"].split("-")[0] in {name.split("-")[0] for name in path}
-    assert total["hours"] is None and total["critical_path_flops"] == sum(stages[n]["flops"] for n in path)
+    assert total["hours"] is None and total["critical_path_flops"] == sum(jobs[n]["flops"] for n in path)
+
+
+def test_a_strategy_that_reads_no_member_waits_only_for_the_data(default_plan):
+    """`scratch` trains its members from random weights: on a cluster it runs beside the members' trainings."""
+    parts = {part["name"]: part for stage in default_plan["stages"] for part in stage["parts"]}
+    assert set(parts["ensemble@0/scratch"]["needs"]) == {"prepare", "code"}
+    assert "train@pix2pix-0" in parts["ensemble@0/joint"]["needs"]
+    assert "predict@unet_ce-0" in parts["ensemble@0/max"]["needs"]
+    stage = next(stage for stage in default_plan["stages"] if stage["name"] == "ensemble@0")
+    assert stage["train_flops"] == sum(part["train_flops"] for part in stage["parts"])
 
 
 def test_a_throughput_turns_flops_into_hours(tmp_path):

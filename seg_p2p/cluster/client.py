@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from seg_p2p.cluster.executors import ACTIVE, Executor, JobState, JobStatus, executor_named, pick_executor
-from seg_p2p.cluster.plan import current_inputs, describe, read_plan, stage_kind
-from seg_p2p.cluster.submission import RECORD, Submission, submit
+from seg_p2p.cluster.plan import current_inputs, describe, dvc_stage, read_plan, stage_kind
+from seg_p2p.cluster.submission import RECORD, Submission, SubmittedJob, submit
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
 from seg_p2p.plan.show import announce
@@ -92,18 +92,25 @@ def job_environment(cfg: Config, root: Path, experiment: str | None, tracking_ro
 
 def collect(previous: Submission, states: dict[str, JobStatus], root: Path) -> None:
     """Record in dvc.lock the stages the previous submission finished but did not record (its recording job never
-    ran): upstream first, each only if its job completed, the stages it waited for are recorded, and its inputs
-    are those it ran on."""
+    ran): upstream first, each only if all its jobs completed, the stages they waited for are recorded, and its
+    inputs are those it ran on. A stage with some strategies done is left to the next submission, where those
+    strategies find their outputs finished and keep them (seg_p2p.ensemble.run)."""
     if RECORD in states and states[RECORD].state is JobState.DONE:
         return
-    finished = [job for job in previous.stages if states[job.stage].state is JobState.DONE]
+    jobs_of: dict[str, list[SubmittedJob]] = {}
+    for job in previous.stages:
+        jobs_of.setdefault(dvc_stage(job.name), []).append(job)
+    finished = [stage for stage, jobs in jobs_of.items()
+                if all(states[job.name].state is JobState.DONE for job in jobs)]
     if not finished:
         return
-    now = current_inputs(root, [job.stage for job in previous.stages])
+    now = current_inputs(root, list(jobs_of))
     recorded: list[str] = []
-    for job in finished:
-        if now.get(job.stage) == job.inputs and all(need in recorded for need in job.needs):
-            recorded.append(job.stage)
+    for stage in finished:
+        jobs = jobs_of[stage]
+        if all(now.get(stage) == job.inputs and all(dvc_stage(need) in recorded for need in job.needs)
+               for job in jobs):
+            recorded.append(stage)
     if recorded:
         subprocess.run([dvc_executable(), "commit", "--force", "--quiet", *recorded], cwd=root, check=True)
         say(f"recorded {len(recorded)} stages the last submission finished: {', '.join(recorded)}")
@@ -132,21 +139,21 @@ def watch(submission: Submission, executor: Executor, poll_seconds: float) -> No
             shown = line
             say(f"{line} of {len(states)} jobs ({time.perf_counter() - started:.0f} s)")
         for job in submission.jobs:
-            status = states[job.stage]
-            if status.state in (JobState.FAILED, JobState.CANCELLED) and job.stage not in named \
+            status = states[job.name]
+            if status.state in (JobState.FAILED, JobState.CANCELLED) and job.name not in named \
                     and not failed_upstream(job, states):
-                named.add(job.stage)
-                say(f"{job.stage} (job {job.job_id}) {status}; log: {job.stderr}")
+                named.add(job.name)
+                say(f"{job.name} (job {job.job_id}) {status}; log: {job.stderr}")
         stop_if_stuck(submission, executor, states)
         if not any(status.state in ACTIVE for status in states.values()):
             break
         time.sleep(poll_seconds)
     failures = [job for job in submission.jobs
-                if states[job.stage].state is not JobState.DONE and not failed_upstream(job, states)]
+                if states[job.name].state is not JobState.DONE and not failed_upstream(job, states)]
     if failures:
         first = failures[0]
-        skipped = sum(states[job.stage].state is not JobState.DONE for job in submission.jobs) - len(failures)
-        raise JobsFailed(f"{first.stage} (job {first.job_id}) {states[first.stage]}, log {first.stderr}"
+        skipped = sum(states[job.name].state is not JobState.DONE for job in submission.jobs) - len(failures)
+        raise JobsFailed(f"{first.name} (job {first.job_id}) {states[first.name]}, log {first.stderr}"
                          + (f"; {len(failures) - 1} more failed" if len(failures) > 1 else "")
                          + (f"; {skipped} jobs that depend on them did not run" if skipped else "")
                          + "; fix it and run `seg-p2p cluster run` again: finished stages are kept")
@@ -157,14 +164,14 @@ def watch(submission: Submission, executor: Executor, poll_seconds: float) -> No
 def stop_if_stuck(submission: Submission, executor: Executor, states: dict[str, JobStatus]) -> None:
     """A job held for a reason that does not clear by itself would wait forever, and every job after it: cancel
     the submission's unfinished jobs (finished stages are kept for the next `cluster run`) and stop."""
-    stuck = [job for job in submission.jobs if states[job.stage].never_starts and not failed_upstream(job, states)]
+    stuck = [job for job in submission.jobs if states[job.name].never_starts and not failed_upstream(job, states)]
     if not stuck:
         return
-    unfinished = [job.job_id for job in submission.jobs if states[job.stage].state in ACTIVE]
+    unfinished = [job.job_id for job in submission.jobs if states[job.name].state in ACTIVE]
     executor.cancel(unfinished)
-    first, kind = stuck[0], stage_kind(stuck[0].stage)
-    raise JobsFailed(f"{first.stage} (job {first.job_id}) can never start: the scheduler holds it for "
-                     f"{states[first.stage].reason}, which does not clear by itself"
+    first, kind = stuck[0], stage_kind(stuck[0].name)
+    raise JobsFailed(f"{first.name} (job {first.job_id}) can never start: the scheduler holds it for "
+                     f"{states[first.name].reason}, which does not clear by itself"
                      + (f" ({len(stuck) - 1} more likewise)" if len(stuck) > 1 else "")
                      + f"; its submission's {len(unfinished)} unfinished jobs are cancelled; change "
                      f"cluster.resources.{kind} (or cluster.partition, cluster.account, cluster.sbatch) in "
@@ -187,7 +194,7 @@ def cluster_status(cfg: Config, root: Path, wait: bool = False) -> None:
     schedulers = [submission.scheduler(cfg.cluster) for submission in submissions]
     for submission, scheduler in zip(submissions, schedulers):
         states = submission.states(scheduler)
-        rows = [("stage", "job", "state", "log")] + [(job.stage, job.job_id, str(states[job.stage]), job.stderr)
+        rows = [("job", "id", "state", "log")] + [(job.name, job.job_id, str(states[job.name]), job.stderr)
                                                       for job in submission.jobs]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         print(f"{submission.root}: submitted {submission.submitted} ({submission.executor}"

@@ -24,21 +24,26 @@ class StageFailed(RuntimeError):
 
 
 def run_stage(root: str, job: StageJob, env: dict[str, str]) -> None:
-    """Run one stage's own command in `root`, after removing its outputs (persisted ones are made private
-    copies instead), exactly as `dvc repro` does before it runs a stage."""
+    """Run one stage's own command in `root` (or one strategy of an ensemble stage), after removing its outputs
+    (persisted ones are made private copies instead), exactly as `dvc repro` does before it runs a stage."""
     from dvc.repo import Repo
 
     os.chdir(root)
     with Repo(root) as repo:  # Stage.remove_outs, without the repository lock that concurrent jobs would fight for
         stage = next(s for s in repo.index.stages if s.addressing == job.stage)
         for out in stage.outs:
-            out.unprotect() if out.persist else out.remove(ignore_remove=False)
+            if job.strategy:  # one strategy of the stage: its own folder, which no other job of the stage touches
+                folder = Path(out.fs_path) / job.strategy
+                if folder.exists() and out.use_cache:
+                    out.cache.unprotect(str(folder))
+            else:
+                out.unprotect() if out.persist else out.remove(ignore_remove=False)
     threads = str(max(1, job.resources.cpus // job.processes))  # its own CPUs: never a thread per core of the node
     child_env = {**os.environ, **env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    print(f"seg-p2p cluster: {job.stage} on {socket.gethostname()}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
+    print(f"seg-p2p cluster: {job.name} on {socket.gethostname()}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}, {threads} threads: {job.cmd}",
           flush=True)
-    _run(job.cmd, child_env, job.stage)
+    _run(job.cmd, child_env, job.name)
 
 
 def run_repro(root: str, env: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """What to submit, read from DVC itself: the stage graph, what is out of date, each stage's command and outputs.
 
 A stage is submitted when `dvc status` says it is out of date or when it is downstream of one that is (its inputs
-are about to change); stages already up to date are left alone, as `dvc repro` leaves them.
+are about to change); stages already up to date are left alone, as `dvc repro` leaves them. A stage is one job,
+except an ensemble stage: a job per strategy (strategy_jobs).
 """
 
 from __future__ import annotations
@@ -9,30 +10,43 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import chdir
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seg_p2p.config import ClusterResources, Config, StageResources
 from seg_p2p.errors import UserError
+from seg_p2p.plan.stages import MEMBER_KINDS
 
 
 @dataclass(frozen=True)
 class StageJob:
     stage: str  # DVC's address, e.g. train@pix2pix-0
     kind: str  # the dvc.yaml stage it expands from (train): picks cluster.resources.<kind>
-    cmd: str  # the stage's own command, as dvc.yaml resolves it
-    needs: tuple[str, ...]  # the submitted stages it waits for (afterok)
+    cmd: str  # the stage's own command, as dvc.yaml resolves it (with --strategy for one strategy)
+    needs: tuple[str, ...]  # the names of the submitted jobs it waits for (afterok)
     resources: StageResources
     processes: int  # a training's torchrun processes (train.processes); 1 elsewhere
     inputs: str  # digest of the inputs no submitted stage produces (code, params, data): see input_digest
+    strategy: str = ""  # one strategy of an ensemble stage: its job runs that strategy alone
+
+    @property
+    def name(self) -> str:
+        """The job's name: the stage's address, `ensemble@0/joint` for one strategy of a stage."""
+        return f"{self.stage}/{self.strategy}" if self.strategy else self.stage
 
     @property
     def gpus(self) -> int:
         return self.resources.gpus * self.processes
 
 
-def stage_kind(address: str) -> str:
-    return address.split("@", 1)[0]
+def stage_kind(name: str) -> str:
+    """The dvc.yaml stage a job's or stage's name expands from: train@pix2pix-0 -> train."""
+    return name.split("@", 1)[0]
+
+
+def dvc_stage(name: str) -> str:
+    """The DVC stage a job runs (part of): ensemble@0/joint -> ensemble@0."""
+    return name.split("/", 1)[0]
 
 
 def resources_for(kind: str, resources: ClusterResources) -> StageResources:
@@ -71,16 +85,35 @@ def read_plan(root: Path, cfg: Config) -> list[StageJob]:
                 submitted |= {stage, *nx.ancestors(graph, stage)}
         order = [stage for stage in reversed(list(nx.topological_sort(graph))) if stage in submitted]
         produced = {str(out.def_path) for stage in order for out in stage.outs}
-        jobs = []
+        jobs, named = [], {}  # named: a stage's address -> its jobs' names
         for stage in order:
             kind = stage_kind(stage.addressing)
-            jobs.append(StageJob(
-                stage=stage.addressing, kind=kind, cmd=stage.cmd,
-                needs=tuple(dep.addressing for dep in graph.successors(stage) if dep in submitted),
-                resources=resources_for(kind, cfg.cluster.resources),
-                processes=cfg.train.processes if kind == "train" else 1,
-                inputs=input_digest(stage, produced)))
+            job = StageJob(stage=stage.addressing, kind=kind, cmd=stage.cmd,
+                           needs=tuple(name for dep in graph.successors(stage) if dep in submitted
+                                       for name in named[dep.addressing]),
+                           resources=resources_for(kind, cfg.cluster.resources),
+                           processes=cfg.train.processes if kind == "train" else 1,
+                           inputs=input_digest(stage, produced))
+            parts = strategy_jobs(job, cfg, root) if kind == "ensemble" else [job]
+            named[stage.addressing] = [part.name for part in parts]
+            jobs += parts
     return jobs
+
+
+def strategy_jobs(job: StageJob, cfg: Config, root: Path) -> list[StageJob]:
+    """An ensemble stage as a job per strategy, so a cluster runs a seed's strategies side by side; a strategy
+    that reads no member output (`scratch`) waits only for the data, beside the members' trainings. Each job runs
+    `seg-p2p ensemble ... --strategy NAME` into its own folder of the stage's output; `record` commits the stage
+    once all of them are done."""
+    from seg_p2p.ensemble.strategy import combiner_kind, load_strategy
+
+    parts = []
+    for name in cfg.strategies:
+        strategy = load_strategy(cfg, name, root / "ensembles")
+        needs = job.needs if combiner_kind(strategy).reads_members(strategy) else \
+            tuple(need for need in job.needs if stage_kind(need) not in MEMBER_KINDS)
+        parts.append(replace(job, cmd=f"{job.cmd} --strategy {name}", needs=needs, strategy=name))
+    return parts
 
 
 def current_inputs(root: Path, names: list[str]) -> dict[str, str]:
@@ -95,10 +128,10 @@ def current_inputs(root: Path, names: list[str]) -> dict[str, str]:
 
 def describe(jobs: list[StageJob]) -> str:
     """The plan as a table: stage, resources, what it waits for."""
-    rows = [("stage", "cpus", "gpus", "mem", "time", "after")]
+    rows = [("job", "cpus", "gpus", "mem", "time", "after")]
     for job in jobs:
         r = job.resources
-        rows.append((job.stage, str(r.cpus), str(job.gpus), f"{r.mem_gb:g}G", f"{r.time_min}m",
+        rows.append((job.name, str(r.cpus), str(job.gpus), f"{r.mem_gb:g}G", f"{r.time_min}m",
                      ", ".join(job.needs) or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]

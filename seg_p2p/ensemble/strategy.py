@@ -109,6 +109,11 @@ class CombinerKind:
     def run(self, job: StrategyRun) -> None:
         raise NotImplementedError
 
+    def reads_members(self, strategy: StrategyConfig) -> bool:
+        """Whether it reads the trained members' outputs (runs/seed{K}/members): a strategy that does not can run
+        as soon as the data are prepared (`cluster run` submits it beside the members' trainings)."""
+        return True
+
     def check(self, strategy: StrategyConfig, cfg: Config) -> None:
         """Refuse (ValueError: 'key: what is wrong; what to do') what only the study's settings show is impossible,
         when the strategy is loaded, before any stage runs."""

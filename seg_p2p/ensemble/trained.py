@@ -232,6 +232,9 @@ class Joint(TrainedCombiner):
         monitor = Subset(unjittered, range(min(len(val), len(unjittered))))
         return TrainingSetup(model, _dataset(job, "train"), val, _dataset(job, "test"), member_inputs, monitor)
 
+    def reads_members(self, strategy):
+        return strategy.init == "members"
+
     def plan(self, strategy, estimator):
         return estimator.joint(strategy)
 

@@ -48,6 +48,7 @@ class StagePlan:
     memory_bytes: int = 0
     rates: tuple[str, ...] = field(default=())  # the members whose measured throughput converts its FLOPs
     request: dict = field(default_factory=dict)  # what its cluster job asks for (cluster.resources.<kind>)
+    parts: tuple[StagePlan, ...] = ()  # its cluster jobs where it is more than one (an ensemble stage's strategies)
 
     @property
     def flops(self) -> int:

@@ -6,15 +6,19 @@ graph); a strategy reaches the plan only through its kind (CombinerKind.plan), a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from seg_p2p.plan.estimate import (CODE_LISTINGS, EVALUATE_RECORD, MLFLOW_RUN, MLFLOW_STORE, NPY_HEADER, PER_CLASS,
                                    REPORT, Estimator, StagePlan, json_bytes, ragged_bytes)
 
 
+MEMBER_KINDS = ("train", "predict")  # the stage kinds that write runs/seed{K}/members
+
+
 def member_stages(cfg, seed: int) -> tuple[str, ...]:
     """The stages that write runs/seed{seed}/members, which the seed's later stages depend on whole."""
-    return tuple(f"{kind}@{member}-{seed}" for member in cfg.members for kind in ("train", "predict"))
+    return tuple(f"{kind}@{member}-{seed}" for member in cfg.members for kind in MEMBER_KINDS)
 
 
 def code_stage() -> StagePlan:
@@ -53,11 +57,19 @@ def predict_stage(est: Estimator, member: str, seed: int) -> StagePlan:
                      rates=(member,))
 
 
-def ensemble_stage(est: Estimator, parts: dict[str, StagePlan], seed: int) -> StagePlan:
-    """Every strategy of the seed (`parts`: each one's cost), in series in one process (dvc.yaml's ensemble@seed)."""
+def ensemble_stage(est: Estimator, strategies: dict, parts: dict[str, StagePlan], seed: int) -> StagePlan:
+    """Every strategy of the seed (`parts`: each one's cost): in series in one process under `dvc repro`
+    (dvc.yaml's ensemble@seed), a job each under `cluster run`, which a strategy that reads no member output starts
+    beside the members' trainings (seg_p2p.cluster.plan.strategy_jobs)."""
+    from seg_p2p.ensemble.strategy import combiner_kind
+
     stage = StagePlan(f"ensemble@{seed}", "ensemble", outputs=(f"runs/seed{seed}/ensembles",),
                       needs=("prepare", *member_stages(est.cfg, seed)), rates=tuple(est.cfg.members))
-    for part in parts.values():
+    for name, part in parts.items():
+        reads = combiner_kind(strategies[name]).reads_members(strategies[name])
+        stage.parts += (replace(part, name=f"{stage.name}/{name}", kind="ensemble", rates=stage.rates,
+                                needs=stage.needs if reads else ("prepare",),
+                                outputs=(f"runs/seed{seed}/ensembles/{name}",)),)
         stage.steps += part.steps
         stage.train_flops += part.train_flops
         stage.inference_flops += part.inference_flops
@@ -93,11 +105,11 @@ def study_stages(est: Estimator, strategies_dir: Path) -> list[StagePlan]:
     for seed in cfg.seeds:
         for member in cfg.members:
             stages += [train_stage(est, member, seed), predict_stage(est, member, seed)]
-        stages += [ensemble_stage(est, parts, seed), evaluate_stage(est, strategies, seed)]
+        stages += [ensemble_stage(est, strategies, parts, seed), evaluate_stage(est, strategies, seed)]
     # Every stage depends on the listing of its code (dvc.yaml: runs/code/<stage>.sha256). Listed last: where the
     # stages a stage needs tie, the critical path names the first, and prepare says more than code.
-    for stage in stages[1:]:
-        stage.needs = (*stage.needs, "code")
+    for job in (job for stage in stages[1:] for job in (stage, *stage.parts)):
+        job.needs = (*job.needs, "code")
     stages.append(StagePlan("report", "report", needs=tuple(stage.name for stage in stages if stage.kind != "prepare"),
                             outputs=(f"reports/{cfg.name}",), disk_bytes=REPORT + MLFLOW_STORE))
     return stages

@@ -9,7 +9,7 @@ and `cluster run` show it first, and stop where the study would not fit the free
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from seg_p2p.config import GPU_STAGES
@@ -29,11 +29,23 @@ class StudyPlan:
     def seconds(self, stage: StagePlan) -> float | None:
         return None if self.rates is None else self.rates.seconds(stage)
 
+    def jobs(self) -> list[StagePlan]:
+        """The jobs `cluster run` submits, in dependency order: a job per stage, a job per strategy of an ensemble
+        stage; a job that needs such a stage waits for all of its strategies."""
+        jobs, named = [], {}  # named: a stage -> the names of its jobs
+        for stage in self.stages:
+            parts = stage.parts or (stage,)
+            named[stage.name] = [part.name for part in parts]
+            jobs += [replace(part, needs=tuple(name for need in part.needs for name in named[need]))
+                     for part in parts]
+        return jobs
+
     def critical_path(self) -> list[str]:
-        """The longest chain of stages, by time where rates are known, else by FLOPs."""
-        weight = {s.name: self.seconds(s) if self.rates else float(s.flops) for s in self.stages}
+        """The longest chain of the cluster's jobs, by time where rates are known, else by FLOPs."""
+        jobs = self.jobs()
+        weight = {s.name: self.seconds(s) if self.rates else float(s.flops) for s in jobs}
         best: dict[str, tuple[float, list[str]]] = {}
-        for stage in self.stages:  # in dependency order
+        for stage in jobs:  # in dependency order
             before = max((best[need] for need in stage.needs), default=(0.0, []), key=lambda item: item[0])
             best[stage.name] = (before[0] + weight[stage.name], before[1] + [stage.name])
         longest = max(length for length, _ in best.values())
@@ -46,8 +58,8 @@ class StudyPlan:
 
     def total(self) -> dict:
         path = self.critical_path()
-        on_path = [s for s in self.stages if s.name in path]
-        return {"jobs": len(self.stages), "steps": sum(s.steps for s in self.stages),
+        on_path = [s for s in self.jobs() if s.name in path]
+        return {"jobs": len(self.jobs()), "steps": sum(s.steps for s in self.stages),
                 "train_flops": sum(s.train_flops for s in self.stages), "flops": sum(s.flops for s in self.stages),
                 "disk_bytes": sum(s.disk_bytes for s in self.stages),
                 "peak_memory_bytes": max(s.memory_bytes for s in self.stages),
@@ -57,8 +69,11 @@ class StudyPlan:
                 "critical_path_flops": sum(s.flops for s in on_path)}
 
     def as_json(self) -> dict:
-        stages = [asdict(s) | {"flops": s.flops, "hours": None if self.rates is None else self.seconds(s) / 3600}
-                  for s in self.stages]
+        def row(s: StagePlan) -> dict:
+            return asdict(s) | {"flops": s.flops, "hours": None if self.rates is None else self.seconds(s) / 3600,
+                                "parts": [row(part) for part in s.parts]}
+
+        stages = [row(s) for s in self.stages]
         return {"study": self.name, "data": self.data, "stages": stages, "total": self.total()}
 
 

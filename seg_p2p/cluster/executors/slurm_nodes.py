@@ -67,7 +67,7 @@ def refusal(job: StageJob, partition: str, nodes: list[Node]) -> str | None:
     gpu_key = f"cluster.resources.{job.kind}.gpus" if job.processes == 1 else "train.processes"
     limit = nodes[0].partition_minutes
     if limit is not None and r.time_min > limit:
-        return (f"cluster.resources.{job.kind}.time_min: {job.stage} asks for {r.time_min} min, but {where} "
+        return (f"cluster.resources.{job.kind}.time_min: {job.name} asks for {r.time_min} min, but {where} "
                 f"allows at most {math.floor(limit):g} (sinfo); set it to at most {math.floor(limit):g} in params.yaml")
     asks = {f"cluster.resources.{job.kind}.cpus": (r.cpus, "CPUs", lambda node: node.cpus),
             f"cluster.resources.{job.kind}.mem_gb": (r.mem_gb, "GB", lambda node: node.mem_gb),
@@ -76,10 +76,10 @@ def refusal(job: StageJob, partition: str, nodes: list[Node]) -> str | None:
         most = max(offer(node) for node in nodes)
         if want > most:
             most = math.floor(most * 10) / 10  # 21694 MB: 21.1 GB
-            return (f"{key}: {job.stage} asks for {want:g} {unit}, but no node of {where} has more than {most:g} "
+            return (f"{key}: {job.name} asks for {want:g} {unit}, but no node of {where} has more than {most:g} "
                     f"(sinfo); set it to at most {most:g} in params.yaml")
     if not any(all(want <= offer(node) for want, _, offer in asks.values()) for node in nodes):
-        return (f"cluster.resources.{job.kind}: {job.stage} asks for {r.cpus} CPUs, {r.mem_gb:g} GB and "
+        return (f"cluster.resources.{job.kind}: {job.name} asks for {r.cpus} CPUs, {r.mem_gb:g} GB and "
                 f"{job.gpus} GPUs on one node, but no node of {where} has all of them (sinfo -N -p {partition} "
                 "-o '%c %m %G'); lower one of them in params.yaml")
     return None
