@@ -1,9 +1,14 @@
-"""The study as DVC runs it, at a tiny size: repro, a no-op second repro, and a one-member change.
+"""The study as DVC runs it, at a tiny size: repro, a no-op second repro, one member or strategy changed, the
+plots page offline, experiments.
 
 Slow by nature (every stage is a process): one module-scoped repo, a few minutes on 2 cores.
 """
 
 import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,6 +114,32 @@ def test_editing_one_strategy_reruns_only_that_strategy_and_what_reads_it(study)
     for name in ("mean", "learned", "joint"):
         assert f"seed 0: {name} unchanged since it ran, kept" in log
     assert ran_stages(run_in(["dvc", "repro"], root).stdout) == set()
+
+
+def plots_page(root) -> Path:
+    run_in(["dvc", "plots", "show"], root)
+    return root / "dvc_plots" / "index.html"
+
+
+def test_the_plots_page_carries_the_scripts_dvc_would_load_from_a_cdn(study):
+    """The versions dvc_render's vega renderer names, inline, and no script from the network."""
+    from dvc_render.vega import VegaRenderer
+
+    page = plots_page(study[0]).read_text()
+    assert "<script src" not in page and "cdn." not in page.split("-->", 1)[1]
+    for name, version in re.findall(r"npm/([a-z-]+)@([0-9.]+)", VegaRenderer.SCRIPTS):
+        assert f"<script>/* {name} {version} */" in page, (name, version)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium (.ci/run installs Debian's)")
+def test_the_plots_page_renders_its_charts_with_the_network_off(study):
+    """Headless Chromium in a network namespace of its own (no interface but loopback): every chart is drawn."""
+    page = plots_page(study[0])
+    result = subprocess.run(["unshare", "--net", "--map-root-user", shutil.which("chromium"), "--headless",
+                             "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom",
+                             page.as_uri()], capture_output=True, text=True, timeout=300)
+    charts = page.read_text().count("vegaEmbed('#")
+    assert charts == 2 and result.stdout.count("<canvas") == charts, result.stderr[-2000:]
 
 
 def test_exp_run_queues_experiments_as_dvc_experiments(study):

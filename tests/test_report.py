@@ -28,7 +28,7 @@ OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the b
 ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2), "deeplab": (0, 0, 0),
           "mean": (1, 2, 1), "max": (2, 2, 2), "zz": (3, 3, 3), "joint@pix2pix": (1, 1, 1), "control@pix2pix": (2, 2, 2),
           "learned": (3, 3, 3), "control": (3, 3, 3), "joint": (1, 1, 1), "joint-no-d": (3, 3, 3),
-          "joint-onehot": (1, 1, 1)}
+          "joint-onehot": (1, 1, 1), "control-without-pix2pix": (2, 2, 2), "joint-without-pix2pix": (1, 2, 1)}
 # Models that train with their own history.csv: the evaluate record says `curves: true` for them.
 HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
            "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"],
@@ -48,7 +48,8 @@ def joint_role(beta, discriminator=True, init="members"):
 HYPOTHESIS = {"learned": {"label": "frozen stacking", "role": "stacking", "discriminator": None, "beta": None,
                           "init": None, "balance": None},
               "control": joint_role(0), "joint": joint_role(0.5), "joint-onehot": joint_role(0.5), "zz": joint_role(0.5),
-              "joint-no-d": joint_role(0.5, discriminator=False)}
+              "joint-no-d": joint_role(0.5, discriminator=False), "control-without-pix2pix": joint_role(0),
+              "joint-without-pix2pix": joint_role(0.5)}
 
 
 def _confusions(base: int) -> np.ndarray:
@@ -203,6 +204,34 @@ def test_report_writes_every_file_with_hand_computed_numbers(tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["test_miou.pix2pix"] == pytest.approx(np.mean(miou))
     assert summary["delta_vs_control.joint"] == pytest.approx(_iou(1) - _iou(3))
+
+
+def test_the_beta_figure_draws_a_line_per_member_set_and_the_paired_deltas(tmp_path, monkeypatch):
+    """control and control-without-pix2pix both sit at beta = 0: each starts its own member set's line, and the
+    right panel shows each run's paired Δ against its own control, as table 3 gives it."""
+    from seg_p2p.report import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault(path.name, fig))
+    without = ["control-without-pix2pix", "joint-without-pix2pix"]
+    cfg, data, runs = make_study(tmp_path, strategies=["learned", "control", "joint", *without],
+                                 without={s: ["unet_l1", "unet_ce"] for s in without})
+    write_report(cfg, data, runs, tmp_path / "report")
+    left, right = drawn["beta.png"].axes
+    lines = {c.get_label(): list(c.lines[0].get_xdata()) for c in left.containers}
+    assert set(lines) == {"all members, with D, normalise", "without pix2pix, with D, normalise"}
+    assert all(len(x) == 2 and x[0] < 0.01 and 0.49 < x[1] < 0.51 for x in lines.values())  # beta 0 and 0.5, nudged
+    beta = pd.read_csv(tmp_path / "report" / "beta.csv").set_index("strategy")
+    assert beta.groupby("line")["members"].nunique().max() == 1
+    assert beta.loc["joint-without-pix2pix", "control"] == "control-without-pix2pix"
+    hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv").set_index("strategy")
+    for strategy in ("joint", "joint-without-pix2pix"):
+        assert beta.loc[strategy, "delta_vs_control"] == pytest.approx(hypothesis.loc[strategy, "delta_vs_control"])
+        assert beta.loc[strategy, "delta_vs_control_low"] < beta.loc[strategy, "delta_vs_control"] \
+            < beta.loc[strategy, "delta_vs_control_high"]
+    assert beta.loc["control", "delta_vs_control"] == 0.0
+    deltas = {c.get_label(): list(c.lines[0].get_ydata()) for c in right.containers}
+    assert deltas["all members, with D, normalise"] == pytest.approx([0.0, beta.loc["joint", "delta_vs_control"]])
 
 
 @pytest.mark.parametrize("joint, diverged, expected", [

@@ -116,21 +116,28 @@ def training_curves_figure(study: Study, path: Path) -> None:
 
 
 def beta_figure(points: pd.DataFrame, references: dict[str, float], path: Path) -> None:
-    """Test mIoU against beta (fine-tuned joint runs, beta = 0 being the control), one line per discriminator setting
-    and balancing mode: mean over seeds with its 95% t-interval; `references` (label -> mIoU) as dashed lines."""
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
-    ax = fig.subplots()
-    groups = list(points.groupby(["discriminator", "balance"], sort=False))
-    for i, ((with_d, balance), group) in enumerate(groups):
-        group = group.sort_values("beta")
-        errors = np.vstack([group["miou_mean"] - group["miou_low"], group["miou_high"] - group["miou_mean"]])
-        ax.errorbar(group["beta"] + 0.01 * (i - (len(groups) - 1) / 2), group["miou_mean"],  # nudged apart
-                    yerr=np.nan_to_num(errors), marker="o", capsize=3, color=f"C{i}",
-                    label=f"{'with' if with_d else 'without'} discriminator, {balance}")
+    """Left: test mIoU against beta (fine-tuned joint runs, beta = 0 being the control), mean over seeds with its 95%
+    t-interval; right: the paired Δ against each run's own control with the tables' bootstrap interval, which
+    resolves what the unpaired intervals hide. One line per member set, discriminator setting and balancing mode
+    (points' `line`), so no line joins two member sets; `references` (label -> mIoU) as dashed lines."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    lines = list(points.groupby("line", sort=False))
+    for i, (label, line) in enumerate(lines):
+        line = line.sort_values("beta")
+        x = line["beta"] + 0.01 * (i - (len(lines) - 1) / 2)  # nudged apart
+        for ax, (mean, low, high) in ((left, ("miou_mean", "miou_low", "miou_high")),
+                                      (right, ("delta_vs_control", "delta_vs_control_low", "delta_vs_control_high"))):
+            errors = np.vstack([line[mean] - line[low], line[high] - line[mean]])
+            ax.errorbar(x, line[mean], yerr=np.nan_to_num(errors), marker="o", capsize=3, color=f"C{i}", label=label)
     for j, (label, value) in enumerate(references.items()):
-        ax.axhline(value, color=f"C{j + len(groups)}", linestyle="--", linewidth=1, label=label)
-    ax.set_xlabel("β (weight of the fusion loss in the members' gradient; 0 = control)")
-    ax.set_ylabel("test mIoU (mean over seeds, 95% interval)")
-    ax.set_xlim(-0.05, 1.05)
-    ax.legend(fontsize=7)
+        left.axhline(value, color=f"C{j + len(lines)}", linestyle="--", linewidth=1, label=label)
+    right.axhline(0.0, color="grey", linewidth=0.8)
+    left.set_ylabel("test mIoU (mean over seeds, 95% t-interval)")
+    right.set_ylabel("Δ mIoU vs its control (paired, 95% bootstrap)")
+    left.set_xlabel("β (weight of the fusion loss in the members' gradient; 0 = control)")
+    right.set_xlabel("β (0 = control)")
+    for ax in (left, right):
+        ax.set_xlim(-0.05, 1.05)
+    left.legend(fontsize=7)
     _save(fig, path)

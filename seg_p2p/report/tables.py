@@ -190,17 +190,28 @@ def signals_table(study: Study, rows: list[dict]) -> tuple[pd.DataFrame, pd.Data
 
 def beta_points(rows: list[dict]) -> pd.DataFrame:
     """The beta figure's numbers: fine-tuned joint runs (controls included), mIoU mean and 95% t-interval over
-    seeds, per beta and discriminator setting."""
+    seeds, and the paired Δ against the run's control with the tables' bootstrap interval (0 for the control), per
+    member set, discriminator setting and balancing mode (`line`: one line of the figure each)."""
+    sets = [r["members"] for r in rows if r["role"] in ("control", "end_to_end") and r["init"] == "members"]
+    every = [m for members in sets for m in members]
     points = []
     for r in rows:
         if r["role"] in ("control", "end_to_end") and r["init"] == "members":
             mean, low, high = seed_interval(r["miou"])
+            missing = [m for m in dict.fromkeys(every) if m not in r["members"]]
+            members = f"without {', '.join(missing)}" if missing else "all members"
+            delta = {"delta": 0.0, "low": 0.0, "high": 0.0} if r["role"] == "control" else \
+                r["delta_control"] or {"delta": math.nan, "low": math.nan, "high": math.nan}
             points.append({"strategy": r["strategy"], "beta": r["beta"], "discriminator": r["discriminator"],
-                           "balance": r["balance"], "seeds": len(r["miou"]), "miou_mean": mean, "miou_low": low,
-                           "miou_high": high})
-    return pd.DataFrame(points, columns=["strategy", "beta", "discriminator", "balance", "seeds", "miou_mean",
-                                         "miou_low", "miou_high"]).sort_values(["discriminator", "balance", "beta"],
-                                                                               ascending=[False, True, True])
+                           "balance": r["balance"], "members": members,
+                           "line": f"{members}, {'with' if r['discriminator'] else 'no'} D, {r['balance']}",
+                           "seeds": len(r["miou"]), "miou_mean": mean, "miou_low": low, "miou_high": high,
+                           "control": r["control"] or "", "delta_vs_control": delta["delta"],
+                           "delta_vs_control_low": delta["low"], "delta_vs_control_high": delta["high"]})
+    columns = ["strategy", "beta", "discriminator", "balance", "members", "line", "seeds", "miou_mean", "miou_low",
+               "miou_high", "control", "delta_vs_control", "delta_vs_control_low", "delta_vs_control_high"]
+    return pd.DataFrame(points, columns=columns).sort_values(["members", "discriminator", "balance", "beta"],
+                                                             ascending=[True, False, True, True])
 
 
 def per_class_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
