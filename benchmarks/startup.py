@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,9 +23,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.checkout import REPO, commit_all, copy_checkout
 from seg_p2p.environment import dvc_executable, stage_environment
 
-REPO = Path(__file__).resolve().parents[1]
 TRACKED = ("train", "ensemble", "evaluate", "report")  # the stage kinds that open an MLflow run
 BIN = Path(sys.executable).parent
 
@@ -89,15 +88,7 @@ def dvc_overhead(study: Path) -> dict:
 def run_study(folder: Path) -> float:
     """The default study as `make study` runs it (`seg-p2p study`), in a copy of this checkout's files (.dvc/ with
     them, as a clone has it) committed to a git repository of its own; its wall time in seconds."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, folder / name)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=startup", "-c", "user.email=startup@localhost", "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=folder, check=True)
+    commit_all(copy_checkout(folder), "copy")
     print(f"startup: running the study in {folder} (minutes)", file=sys.stderr)
     started = time.perf_counter()
     subprocess.run([str(BIN / "seg-p2p"), "study"], cwd=folder, check=True, env=stage_environment(),

@@ -21,6 +21,9 @@ import yaml
 import seg_p2p  # noqa: F401 - first: its import makes this process and its children offline (seg_p2p/__init__.py)
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ is not installed, only seg_p2p
+from benchmarks.checkout import commit_all, copy_checkout  # noqa: E402 - a project like a clone, to run DVC in
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 SEG_P2P = Path(sys.executable).with_name("seg-p2p")
 CLI = [str(SEG_P2P)] if SEG_P2P.exists() else [sys.executable, "-m", "seg_p2p"]
@@ -233,21 +236,12 @@ def run_in(args: list[str], cwd: Path, check: bool = True, timeout: int = 900):
 def study_repo(root: Path, delta: dict, short_strategies: tuple[str, ...] = ()) -> Path:
     """A clean-clone-like copy of the repo (tracked and unignored files) with tiny params (tiny_settings(delta))
     and the named strategies cut to one epoch, committed to its own git repository: ready for `dvc repro`."""
-    import subprocess
-
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_checkout(root)
     tiny_params(root, delta)
     for name in short_strategies:
         path = root / "ensembles" / f"{name}.yaml"
         path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | {"n_epochs": 1, "n_epochs_decay": 0}))
-    run_in(["git", "init", "-q"], root)
-    run_in(["git", "add", "-A"], root)
-    run_in(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
+    commit_all(root, "tiny")
     return root
 
 

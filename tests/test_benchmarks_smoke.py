@@ -1,12 +1,8 @@
 """benchmarks.train_step runs end to end at a tiny size and prints the documented JSON (no timing assertions)."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed, only seg_p2p
-
-from benchmarks.train_step import main  # noqa: E402
+from benchmarks.train_step import main  # importable: conftest puts the repo on sys.path
 
 RUNNER_KEYS = {"batch", "images_per_s", "seconds_per_image", "images_per_s_repeats", "gflop_per_s",
                "peak_memory_mib"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from seg_p2p.config import ClusterResources, Config, StageResources
 from seg_p2p.errors import UserError
-from seg_p2p.plan.stages import MEMBER_KINDS
+from seg_p2p.plan.stages import stage_kind, strategy_needs
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,6 @@ class StageJob:
     @property
     def gpus(self) -> int:
         return self.resources.gpus * self.processes
-
-
-def stage_kind(name: str) -> str:
-    """The dvc.yaml stage a job's or stage's name expands from: train@pix2pix-0 -> train."""
-    return name.split("@", 1)[0]
 
 
 def dvc_stage(name: str) -> str:
@@ -110,8 +105,7 @@ def strategy_jobs(job: StageJob, cfg: Config, root: Path) -> list[StageJob]:
     parts = []
     for name in cfg.strategies:
         strategy = load_strategy(cfg, name, root / "ensembles")
-        needs = job.needs if combiner_kind(strategy).reads_members(strategy) else \
-            tuple(need for need in job.needs if stage_kind(need) not in MEMBER_KINDS)
+        needs = strategy_needs(job.needs, combiner_kind(strategy).reads_members(strategy))
         parts.append(replace(job, cmd=f"{job.cmd} --strategy {name}", needs=needs, strategy=name))
     return parts
 

@@ -42,7 +42,8 @@ def run_strategies(cfg: Config, names: list[str] | None, seed: int, data_dir: Pa
         started = time.perf_counter()
         done = out_dir / name / DONE
         identity = strategy_identity(cfg, strategy, seed, data.files(), runs_dir, digests)
-        if finished(done) == {"identity": identity, "outputs": outputs_digest(out_dir / name)}:
+        record = finished(done)  # the outputs are hashed only where the identity matches
+        if record and record.get("identity") == identity and record.get("outputs") == outputs_digest(out_dir / name):
             print(f"seg-p2p ensemble: seed {seed}: {name} unchanged since it ran, kept ({i}/{len(strategies)})",
                   file=sys.stderr)
             continue
@@ -92,6 +93,7 @@ def finished(done: Path) -> dict | None:
     """What a strategy's record says it finished with; None where it never finished (or the record is damaged:
     the strategy runs again)."""
     try:
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None

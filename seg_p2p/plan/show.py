@@ -26,8 +26,9 @@ def table(plan: StudyPlan) -> str:
     rows = [("stage", "jobs", "steps", "train FLOP", "all FLOP", "disk", "peak memory", "time", "cluster job asks")]
     for stage in plan.stages:
         r = stage.request
-        rows.append((stage.name, str(len(stage.parts) or 1), str(stage.steps or "-"), si(stage.train_flops, "FLOP") if stage.train_flops
-                     else "-", si(stage.flops, "FLOP") if stage.flops else "-", si(stage.disk_bytes, "B"),
+        rows.append((stage.name, str(len(stage.parts) or 1), str(stage.steps or "-"),
+                     si(stage.train_flops, "FLOP") if stage.train_flops else "-",
+                     si(stage.flops, "FLOP") if stage.flops else "-", si(stage.disk_bytes, "B"),
                      si(stage.memory_bytes, "B") if stage.memory_bytes else "-",
                      duration(plan.seconds(stage) / 3600) if plan.rates and stage.rates else "-",
                      f"{r['cpus']} cpus, {r['gpus']} gpus, {r['mem_gb']:g}G, {r['time_min']}m"))

@@ -16,9 +16,20 @@ from seg_p2p.plan.estimate import (CODE_LISTINGS, EVALUATE_RECORD, MLFLOW_RUN, M
 MEMBER_KINDS = ("train", "predict")  # the stage kinds that write runs/seed{K}/members
 
 
+def stage_kind(name: str) -> str:
+    """The dvc.yaml stage a job's or stage's name expands from: train@pix2pix-0 -> train."""
+    return name.split("@", 1)[0]
+
+
 def member_stages(cfg, seed: int) -> tuple[str, ...]:
     """The stages that write runs/seed{seed}/members, which the seed's later stages depend on whole."""
     return tuple(f"{kind}@{member}-{seed}" for member in cfg.members for kind in MEMBER_KINDS)
+
+
+def strategy_needs(needs: tuple[str, ...], reads_members: bool) -> tuple[str, ...]:
+    """What one strategy's job waits for, of its ensemble stage's `needs`: all of them, or, for a strategy that
+    reads no member output, all but the members' stages."""
+    return needs if reads_members else tuple(need for need in needs if stage_kind(need) not in MEMBER_KINDS)
 
 
 def code_stage() -> StagePlan:
@@ -68,7 +79,7 @@ def ensemble_stage(est: Estimator, strategies: dict, parts: dict[str, StagePlan]
     for name, part in parts.items():
         reads = combiner_kind(strategies[name]).reads_members(strategies[name])
         stage.parts += (replace(part, name=f"{stage.name}/{name}", kind="ensemble", rates=stage.rates,
-                                needs=stage.needs if reads else ("prepare",),
+                                needs=strategy_needs(stage.needs, reads),
                                 outputs=(f"runs/seed{seed}/ensembles/{name}",)),)
         stage.steps += part.steps
         stage.train_flops += part.train_flops
