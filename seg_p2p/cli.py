@@ -42,13 +42,15 @@ def cmd_prepare(args):
 
 
 def cmd_params(args):
+    from seg_p2p.budget import budget_table
     from seg_p2p.ensemble.strategy import load_strategy, training_budgets
     from seg_p2p.models import parameter_table
 
     cfg = _config(args)
     strategies = {name: load_strategy(cfg, name, Path("ensembles")).model_dump() for name in cfg.strategies}
-    print(json.dumps(parameter_table(cfg) | {"strategy_epochs": training_budgets(cfg, Path("ensembles")),
-                                             "strategies": strategies}, indent=2))  # bases resolved
+    table = parameter_table(cfg) | budget_table(cfg)
+    print(json.dumps(table | {"strategy_epochs": training_budgets(cfg, Path("ensembles")),
+                              "strategies": strategies}, indent=2))  # bases resolved
 
 
 def cmd_plan(args):
@@ -255,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare)
 
-    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member, the epochs of every "
-                                       "trained strategy and every strategy resolved, as JSON"))
+    p = with_experiment(sub.add_parser("params", help="print parameter counts of every member, the reference's budget "
+                                       "beside the ensemble's, the epochs of every trained strategy and every "
+                                       "strategy resolved, as JSON"))
     p.set_defaults(func=cmd_params)
 
     add_plan_parser(sub)

@@ -21,6 +21,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "prepare": ("seg_p2p.data.prepare", "seg_p2p.data.settings"),
     "train": ("seg_p2p.train", CONFIG_MODULE),
     "predict": ("seg_p2p.predict", CONFIG_MODULE),
+    "reference": ("seg_p2p.train", "seg_p2p.predict", CONFIG_MODULE),
     "ensemble": ("seg_p2p.ensemble.run", CONFIG_MODULE),
     "evaluate": ("seg_p2p.evaluate", CONFIG_MODULE),
     "report": ("seg_p2p.report", "seg_p2p.tracking", CONFIG_MODULE),

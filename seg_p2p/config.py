@@ -14,6 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_v
 
 from seg_p2p.data.settings import DataConfig
 from seg_p2p.errors import UserError
+from seg_p2p.run_paths import REFERENCE
 from seg_p2p.settings import (SEEDS, MemberConfig, Strict, deep_merge, experiment_settings, plain_name_problem,
                               validation_message)
 
@@ -88,11 +89,12 @@ class ClusterResources(Strict):
     train: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
     predict: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=240)
     ensemble: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
+    reference: StageResources = StageResources(cpus=8, gpus=1, mem_gb=32.0, time_min=1440)
     evaluate: StageResources = StageResources(cpus=4, mem_gb=16.0, time_min=240)
     report: StageResources = StageResources(cpus=2, mem_gb=8.0, time_min=60)
 
 
-GPU_STAGES = ("train", "predict", "ensemble")  # the stages whose models run on train.device
+GPU_STAGES = ("train", "predict", "ensemble", "reference")  # the stages whose models run on train.device
 # sbatch options `cluster run` sets itself, from cluster.resources, the DAG and its job folder.
 SBATCH_OWN = {"cpus-per-task", "gres", "gpus", "gpus-per-node", "mem", "time", "partition", "account",
               "dependency", "kill-on-invalid-dep", "job-name", "output", "error", "nodes", "ntasks-per-node"}
@@ -127,6 +129,7 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
     members: dict[str, MemberConfig] = Field(default_factory=default_members)
+    reference: MemberConfig | None = None  # one network given the members' budget (seg_p2p.budget); None: none
     strategies: list[str] = []  # files of ensembles/ (params.yaml lists the study's)
     strategy_settings: dict[str, dict] = {}  # strategy name -> keys laid over its file (an experiment's budgets)
     gan_pairs: dict[str, str] = {}  # adversarial member -> the member it adds the GAN term to (the report's 2 x 2)
@@ -142,6 +145,10 @@ class Config(Strict):
             from seg_p2p.models import member_settings
 
             data = {**data, "members": {name: member_settings(name, raw) for name, raw in data["members"].items()}}
+        if isinstance(data, dict) and data.get("reference") is not None:
+            from seg_p2p.models import member_settings
+
+            data = {**data, "reference": member_settings("reference", data["reference"], key="reference")}
         return data
 
     @model_validator(mode="after")
@@ -157,6 +164,17 @@ class Config(Strict):
             if getattr(self.cluster.resources, stage).gpus == 0 and self.train.device != "cpu":
                 raise ValueError(f"cluster.resources.{stage}.gpus: 0 for a stage that runs on train.device "
                                  f"'{self.train.device}'; give it 1, or set train.device: cpu to run it on CPUs")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_can_be_matched(self):
+        """The reference has a width to set, and its name is its own (runs/seed{K}/reference/, evaluate's records)."""
+        if REFERENCE in self.members:
+            raise ValueError(f"members.{REFERENCE}: the name of the budget-matched network (reference:); rename the "
+                             "member")
+        if self.reference is not None and "width" not in type(self.reference).model_fields:
+            raise ValueError(f"reference.kind: '{self.reference.kind}' has no width to match the ensemble's "
+                             "parameters; use a kind with one (unet_ce, unet_ce_adv) or set reference: null")
         return self
 
     @model_validator(mode="after")

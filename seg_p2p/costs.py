@@ -10,6 +10,7 @@ reference network (what its training budget is) both count here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -101,14 +102,22 @@ def activation_scale(precision: str) -> float:
     return 1.0 if precision == "fp32" else 0.5
 
 
+_counted: dict[str, StepCost] = {}  # member_step_cost's in this process: the plan and the reference's budget share them
+
+
 def member_step_cost(cfg, name: str, spec, batch: int | None = None, discriminator: bool = True) -> StepCost:
-    """One train_step of member `name` of the study `cfg` at its batch size (or `batch`) and crop size;
-    `discriminator=False`: as a joint run without D trains it."""
+    """One train_step of member `name` of the study `cfg` (or of its reference) at its batch size (or `batch`) and
+    crop size; `discriminator=False`: as a joint run without D trains it."""
     from seg_p2p.models import build_member
 
     batch = batch or cfg.train.batch_size
-    with torch.random.fork_rng(), torch.device(counting_device(batch, cfg.data.crop_size)):
-        model = build_member(cfg, name, spec)
-        if not discriminator:
-            model.drop_discriminator()
-    return step_cost(model, batch, cfg.data.crop_size, spec.num_classes, activation_scale(cfg.train.precision))
+    key = json.dumps([cfg.model_dump(mode="json", include={"data", "train", "members", "reference"}), name, batch,
+                      discriminator, spec.num_classes])
+    if key not in _counted:
+        with torch.random.fork_rng(), torch.device(counting_device(batch, cfg.data.crop_size)):
+            model = build_member(cfg, name, spec)
+            if not discriminator:
+                model.drop_discriminator()
+        _counted[key] = step_cost(model, batch, cfg.data.crop_size, spec.num_classes,
+                                  activation_scale(cfg.train.precision))
+    return _counted[key]

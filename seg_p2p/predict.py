@@ -3,7 +3,8 @@
 For each split, in a model's `predict/` folder, all written atomically:
   {split}_pred     ragged uint8 (H, W) per image (seg_p2p.ragged): the argmax at the evaluation size (resize mode:
                    crop_size; slide mode: the photo's native size), taken from full-size probabilities;
-  {split}_probs    a member's only (the ensembles' inputs; a strategy's own are read by nothing): the probabilities,
+  {split}_probs    a member's only (the ensembles' inputs; a strategy's or the reference's are read by nothing): the
+                   probabilities,
                    shrunk (area) so the longer side is at most inference.max_stored_side, every class or the most
                    probable inference.stored_classes (seg_p2p.probabilities); readers grow them back to the
                    evaluation size (inference.resample).
@@ -27,6 +28,8 @@ from seg_p2p.config import Config
 from seg_p2p.device import select_device, to_device
 from seg_p2p.inference import Inference, resample, stored_size
 from seg_p2p.models import build_member
+from seg_p2p.models.registry import no_reference
+from seg_p2p.run_paths import REFERENCE
 from seg_p2p.probabilities import open_probabilities
 from seg_p2p.ragged import RaggedArray, open_ragged
 
@@ -103,6 +106,8 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
     from seg_p2p.data.prepare import PreparedData
     from seg_p2p.data.transforms import build_transform
 
+    if no_reference(cfg, name, out_dir):
+        return
     data = PreparedData(data_dir)
     device = select_device(cfg.train.device)
     model = load_member(cfg, name, data.spec, checkpoint, device)
@@ -113,5 +118,5 @@ def predict_member(cfg: Config, name: str, data_dir: Path, checkpoint: Path, out
         dataset = SegmentationDataset(data, split, build_transform(cfg.data, cfg.inference.mode, train=False))
         names = data.names(split)
         target = SplitOutput(out_dir, split, [inference.eval_size(size) for size in data.sizes(split)],
-                             data.spec.num_classes, store_probs=True)
+                             data.spec.num_classes, store_probs=name != REFERENCE)  # no strategy reads the reference's
         predict_split(photo_predictor(model, inference, names), dataset, inference, device, target, name)

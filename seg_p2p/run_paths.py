@@ -1,6 +1,7 @@
 """Where each stage writes, in one place (dvc.yaml spells the same paths out for DVC).
 
 runs/seed{K}/members/{member}/{train,predict}/   runs/seed{K}/ensembles/{strategy}/{train,predict}/
+runs/seed{K}/reference/{train,predict}/  the network given the ensemble's budget (seg_p2p.budget)
 runs/seed{K}/evaluate/{model}.json               runs/seed{K}/metrics.json
 a training's train/ folder: checkpoints/{best,last}.pt, history.csv, summary.json, samples/
 a joint run's members, scored on their own: runs/seed{K}/ensembles/{strategy}/members/{member}/predict/
@@ -14,8 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+REFERENCE = "reference"  # the budget-matched network's name: its folder, evaluate's record, the report's row
+
+
 def model_dir(seed_dir: Path, model: str, members) -> Path:
-    """Output folder of a member or strategy within one seed's folder."""
+    """Output folder of a member, the reference or a strategy within one seed's folder."""
+    if model == REFERENCE:
+        return seed_dir / REFERENCE
     return seed_dir / ("members" if model in members else "ensembles") / model
 
 

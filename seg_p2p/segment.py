@@ -1,11 +1,11 @@
 """`seg-p2p segment --model DIR --out OUT INPUT...`: label new photos with a trained member or strategy.
 
-DIR is a member's folder (runs/seed{K}/members/{member}) or a strategy's (runs/seed{K}/ensembles/{strategy}), which
-finds its members beside it through the run layout. For each photo, at the photo's own size and upright as viewers
-show it (EXIF orientation applied), it writes OUT/{stem}.png (class indices), OUT/{stem}_colour.png (the dataset's
-palette, void black) and OUT/{stem}_overlay.png (the colours over the photo). Every input is decoded once before
-the first output is written, so an unreadable one stops the run with nothing written; then one photo at a time is in
-memory, each file written atomically.
+DIR is a member's folder (runs/seed{K}/members/{member}; the reference's is runs/seed{K}/reference) or a strategy's
+(runs/seed{K}/ensembles/{strategy}), which finds its members beside it through the run layout. For each photo, at the
+photo's own size and upright as viewers show it (EXIF orientation applied), it writes OUT/{stem}.png (class indices),
+OUT/{stem}_colour.png (the dataset's palette, void black) and OUT/{stem}_overlay.png (the colours over the photo).
+Every input is decoded once before the first output is written, so an unreadable one stops the run with nothing
+written; then one photo at a time is in memory, each file written atomically.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from seg_p2p.data.transforms import build_transform, photo_tensor
 from seg_p2p.device import select_device
 from seg_p2p.errors import UserError
 from seg_p2p.inference import Inference, resample
-from seg_p2p.run_paths import checkpoint
+from seg_p2p.run_paths import REFERENCE, checkpoint
 
 OVERLAY_ALPHA = 0.5  # weight of the label colours over the photo
 
@@ -82,8 +82,9 @@ def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: 
     from seg_p2p.predict import load_member
 
     role, name = model_dir.parent.name, model_dir.name
-    if role == "members" and checkpoint(model_dir / "train").is_file():
-        model = load_member(cfg, name, spec, weights_path(model_dir.parent, name), device)
+    trained_alone = role == "members" or (name == REFERENCE and cfg.reference is not None)
+    if trained_alone and checkpoint(model_dir / "train").is_file():
+        model = load_member(cfg, name, spec, checkpoint(model_dir / "train"), device)
         return f"member {name}", lambda photo: inference.probabilities(model, photo)
     if role == "ensembles" and (model_dir.parent.parent / "members").is_dir():
         strategy = load_strategy(cfg, name, strategies_dir)
@@ -98,7 +99,7 @@ def model_predictor(cfg: Config, model_dir: Path, spec: DatasetSpec, inference: 
                                 f"member {member}; run `dvc repro train` first")
         return f"strategy {name} ({strategy.combiner})", kind.photo_predictor(job)
     raise UserError(f"{model_dir}: holds no trained model; point --model at runs/seed<K>/members/<member> "
-                    "(with train/checkpoints/best.pt) or runs/seed<K>/ensembles/<strategy>")
+                    "(with train/checkpoints/best.pt), runs/seed<K>/ensembles/<strategy> or runs/seed<K>/reference")
 
 
 def png_bytes(array: np.ndarray) -> bytes:

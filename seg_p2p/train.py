@@ -13,6 +13,8 @@ from seg_p2p.fingerprint import fingerprint
 from seg_p2p.inference import Inference
 from seg_p2p.run_paths import checkpoint
 from seg_p2p.models import build_member
+from seg_p2p.budget import member_training
+from seg_p2p.models.registry import no_reference
 from seg_p2p.seeding import seed_everything
 from seg_p2p.tracking import Tracker, flatten
 
@@ -28,21 +30,24 @@ def train_member(cfg: Config, name: str, seed: int, data_dir: Path, out_dir: Pat
     from seg_p2p.data.prepare import PreparedData
     from seg_p2p.data.transforms import build_transform
 
+    if no_reference(cfg, name, out_dir):
+        return {}
     data = PreparedData(data_dir)
+    settings, training = member_training(cfg, name, data.spec)
     seed_everything(seed, cfg.train.deterministic)  # the initial weights too: same seed, same run
     model = build_member(cfg, name, data.spec)
     check_training(cfg, out_dir)
     train_set = SegmentationDataset(data, "train", build_transform(cfg.data, cfg.inference.mode, train=True), seed)
     val_set = SegmentationDataset(data, "val", build_transform(cfg.data, cfg.inference.mode, train=False), seed)
     # The inference mode decides the training crops and how val picks best.pt: part of the run's identity.
-    identity = fingerprint(cfg.members[name].model_dump(), cfg.train.model_dump(), cfg.data.model_dump(),
+    identity = fingerprint(settings.model_dump(), training.model_dump(), cfg.data.model_dump(),
                            cfg.inference.model_dump(), seed, code=__name__, inputs=data.files())
     tags = {"stage": "train", "member": name, "seed": str(seed)}
-    params = flatten({"member": cfg.members[name].model_dump(), "train": cfg.train.model_dump(),
+    params = flatten({"member": settings.model_dump(), "train": training.model_dump(),
                       "data": cfg.data.model_dump(), "inference": cfg.inference.model_dump(), "seed": seed,
                       "input_normalisation": model.input_normalisation or "none"})
     with Tracker(cfg, f"train/{name}", tags, params, defer=True) as tracker:  # fit opens it, knowing the run
-        job = TrainingRun(cfg.train, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
+        job = TrainingRun(training, seed, out_dir, tracker, identity, data.spec.palette, data.spec.num_classes,
                   Inference.from_config(cfg))
         try:
             summary = fit(model, train_set, val_set, job, resume)

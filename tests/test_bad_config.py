@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_params, tiny_project, train_argv
+from conftest import tiny_params, tiny_project, tiny_settings, train_argv
 from PIL import Image
 
 OTHER_SPEC = {"name": "three", "void_value": 3, "classes": [{"name": "red", "colour": [255, 0, 0]},
@@ -70,6 +70,15 @@ def params_with(delta: dict):
     """Train pix2pix with params.yaml (tiny) plus `delta`."""
     def argv(w, d):
         return train_argv(w["base"], d / "out", params=tiny_params(d, delta))
+    return argv
+
+
+def params_replacing(key: str, value):
+    """Train pix2pix with params.yaml (tiny) whose top-level `key` is `value` (not merged into what is there)."""
+    def argv(w, d):
+        path = d / "params.yaml"
+        path.write_text(yaml.safe_dump(tiny_settings() | {key: value}, sort_keys=False))
+        return train_argv(w["base"], d / "out", params=path)
     return argv
 
 
@@ -302,6 +311,15 @@ CASES = [
          ("gan_pairs.pix2pix: 'unet_ce_adv' is not a member without a discriminator",)),
     Case("a GAN pair naming no member", params_with({"gan_pairs": {"pix2pix": "nobody"}}),
          ("gan_pairs.pix2pix: 'nobody' is not a member without a discriminator", "fix the pair or remove it")),
+    # --- the budget-matched reference
+    Case("a member named like the reference", params_with({"members": {"reference": {"kind": "unet_l1"}}}),
+         ("members.reference: the name of the budget-matched network", "rename the member")),
+    Case("a reference of a kind without a width", params_replacing("reference", {"kind": "pix2pix"}),
+         ("reference.kind: 'pix2pix' has no width", "set reference: null")),
+    Case("a reference of no kind", params_replacing("reference", {"encoder": "resnet18"}),
+         ("reference: no 'kind'; set kind: to one of",)),
+    Case("a reference with an unknown key", params_with({"reference": {"widht": 2.0}}),
+         ("unknown key 'reference.widht'",)),
     Case("strategy budget keyed by a path", params_with({"strategy_settings": {"/tmp/x": {"n_epochs": 1}}}),
          ("strategy_settings: '/tmp/x' is not a plain name",)),
     Case("--strategy leaving the output folder", strategy("../../x"), ("strategy '../../x' is not a plain name",)),

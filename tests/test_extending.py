@@ -174,6 +174,7 @@ def test_a_registered_member_and_combiner_go_through_the_whole_study(tmp_path, m
     params["members"] = {"pix2pix": params["members"]["pix2pix"], "tiny_cnn": tiny_member("tiny_cnn")}
     params["strategy_settings"] = {}  # params.yaml's budgets name strategies this study's ensembles/ lacks
     params["gan_pairs"] = {}  # and its 2 x 2 pairs members this study lacks
+    params["reference"] = None  # the budget-matched network has its own tests (test_budget, test_pipeline)
     fusion = {"hidden": 8, "layers": 2}
     strategies = {"median": {"combiner": "median"},  # members omitted: all of them
                   "learned": {"combiner": "learned", "fusion": fusion, "n_epochs": 2, "n_epochs_decay": 0},

@@ -64,9 +64,13 @@ def test_only_members_store_probabilities(study):
     seed = root / "runs" / "seed0"
     assert {p.name for p in (seed / "members" / "unet_ce" / "predict").iterdir()} == {
         f"{split}_{part}.{ext}" for split in ("val", "test") for part in ("pred", "probs") for ext in ("npy", "json")}
+    # the strategies' val predictions: what the report picks the best ensemble by; the reference's: its best on val
     for predict in (seed / "ensembles" / "max" / "predict", seed / "ensembles" / "joint" / "predict",
-                    seed / "ensembles" / "joint" / "members" / "unet_ce" / "predict"):
-        assert {p.name for p in predict.iterdir()} == {"test_pred.npy", "test_pred.json"}
+                    seed / "reference" / "predict"):
+        assert {p.name for p in predict.iterdir()} == {f"{split}_pred.{ext}" for split in ("val", "test")
+                                                       for ext in ("npy", "json")}
+    inside = seed / "ensembles" / "joint" / "members" / "unet_ce" / "predict"
+    assert {p.name for p in inside.iterdir()} == {"test_pred.npy", "test_pred.json"}
 
 
 def kill_then_resume(argv: list[str], root: Path, last: Path) -> str:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 # conftest's tiny params, one seed, one epoch, four strategies (a fixed, a stacked, the control and a joint one)
 STUDY = {"seeds": [0], "train": {"n_epochs": 1, "n_epochs_decay": 0, "sample_every": 1},
          "strategies": ["mean", "learned", "control", "joint"]}
-MODELS = [*tiny_settings()["members"], *STUDY["strategies"]]  # every member of params.yaml, then the strategies
+# every member of params.yaml, the budget-matched reference, then the strategies
+MODELS = [*tiny_settings()["members"], "reference", *STUDY["strategies"]]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def test_mlflow_holds_one_parent_with_a_nested_run_per_stage_and_model(study):
     parent = parents[0]
     assert parent.data.tags["experiment"] == "synthetic-cpu" and "delta_vs_control.joint" in parent.data.metrics
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert {f"evaluate/{m}" for m in MODELS} | {"train/pix2pix", "ensemble/mean", "ensemble/joint", "report"} \
+    assert {f"evaluate/{m}" for m in MODELS} | {"train/pix2pix", "train/reference", "ensemble/mean", "ensemble/joint",
+                                               "report"} \
         <= set(children)
     for model in MODELS:
         run = children[f"evaluate/{model}"]
@@ -96,7 +98,8 @@ def test_changing_one_member_reruns_only_what_depends_on_it(study):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = run_in(["dvc", "repro"], root).stdout
     stages = ran_stages(output)
-    assert {"train@unet_l1-0", "predict@unet_l1-0", "ensemble@0", "evaluate@0", "report"} <= stages
+    # the reference too: its width and epochs are set by every member's settings (seg_p2p.budget)
+    assert {"train@unet_l1-0", "predict@unet_l1-0", "reference@0", "ensemble@0", "evaluate@0", "report"} <= stages
     assert not {"prepare", "train@pix2pix-0", "train@unet_ce-0", "predict@pix2pix-0", "predict@unet_ce-0"} & stages
 
 

@@ -9,29 +9,43 @@ import pytest
 
 from seg_p2p.config import Config
 from seg_p2p.errors import UserError
-from seg_p2p.run_paths import model_dir
+from seg_p2p.run_paths import REFERENCE, model_dir
 from seg_p2p.metrics import class_tallies, scores_from_confusion
 from seg_p2p.ragged import open_ragged
 from seg_p2p.report import load_study, subject, write_report
+from seg_p2p.report.ensembling import ensembling_sentence
+from seg_p2p.report.headline import short
 from seg_p2p.report.verdict import adds_sentence, effect, pays_sentence, trainable_sentence
 
 CLASSES = ["sky", "road", "car"]
 MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
 ALL_MEMBERS = MEMBERS + ["unet_ce_adv"]  # the members' 2 x 2
+# The budget-matched network, trained like a member and combined by no strategy: its record says `reference: true`.
+# Declared as a member here; the one named REFERENCE is declared by params.yaml's `reference:` instead.
+REFERENCES = ["unet_ce_budget"]
 SUPERVISION = {"pix2pix": "colour + L1", "unet_l1": "colour + L1", "unet_ce": "cross-entropy",
-               "unet_ce_adv": "cross-entropy", "deeplab": "cross-entropy"}
-KINDS = {"deeplab": "unet_ce"}  # a user's fifth cross-entropy member (its kind's settings: any plain one will do)
+               "unet_ce_adv": "cross-entropy", "deeplab": "cross-entropy", "unet_ce_budget": "cross-entropy",
+               REFERENCE: "cross-entropy"}
+# a user's fifth cross-entropy member and the references (their kind's settings: any plain one will do)
+KINDS = {"deeplab": "unet_ce", "unet_ce_budget": "unet_ce", REFERENCE: "unet_ce"}
+# What evaluate writes as the reference's `budget` (its ensemble: the study's members).
+BUDGET = {"width": 1.7, "inference_params": 18_130_000, "ensemble_inference_params": 18_200_000,
+          "train_flops": 1_020_000_000_000_000, "ensemble_train_flops": 1_000_000_000_000_000, "epochs": 6,
+          "ensemble_epochs": 6}
+IN_SAMPLE = ("learned",)  # strategies fitted on val (stacking): `val_in_sample: true`
 GAN_PAIRS = {"pix2pix": "unet_l1", "unet_ce_adv": "unet_ce"}  # params.yaml's
 STRATEGIES = ["mean", "learned", "control", "joint", "joint-no-d"]
 OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
 # Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
 ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2), "deeplab": (0, 0, 0),
+          "unet_ce_budget": (2, 1, 2), REFERENCE: (2, 1, 2),
           "mean": (1, 2, 1), "max": (2, 2, 2), "zz": (3, 3, 3), "joint@pix2pix": (1, 1, 1), "control@pix2pix": (2, 2, 2),
           "learned": (3, 3, 3), "control": (3, 3, 3), "joint": (1, 1, 1), "joint-no-d": (3, 3, 3),
           "joint-onehot": (1, 1, 1), "control-without-pix2pix": (2, 2, 2), "joint-without-pix2pix": (1, 2, 1)}
 # Models that train with their own history.csv: the evaluate record says `curves: true` for them.
 HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
-           "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"],
+           "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"], "unet_ce_budget": ["loss_ce"],
+           REFERENCE: ["loss_ce"],
            "control": ["loss_g_gan", "loss_ce", "loss_d"], "joint": ["loss_g_gan", "loss_ce", "loss_d"],
            "joint-no-d": ["loss_ce"], "joint-onehot": ["loss_g_gan", "loss_ce", "loss_d"]}
 GAN = ("pix2pix", "unet_ce_adv", "control", "joint", "joint-onehot")  # models with a discriminator
@@ -76,13 +90,24 @@ def save_ragged(path, items):
             array[i] = item
 
 
-def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2), strategies=STRATEGIES,
-               members=MEMBERS, inside=False, without=None):
-    """A prepared-data folder and a runs folder laid out as the pipeline writes them. `inside`: the joint runs
-    record each member scored alone; `without`: strategy -> the members it runs (a leave-one-out run)."""
-    errors = {**ERRORS, **(errors or {})}
-    rng = np.random.default_rng(0)
-    data, runs = root / "data", root / "runs"
+def write_history(train_dir, model, members):
+    """The history.csv of a model that trains with its own: 3 epochs, val mIoU on some, the joint runs' signals."""
+    epochs = np.arange(1, 4)
+    history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
+                            "val_miou": [0.2, np.nan, 0.4]})
+    if model in ("joint", "joint-onehot"):  # fusion share of the members' gradient: 0.2, 1/3, 3/7
+        for i, member in enumerate(members):  # measured on some steps: none in the last epoch
+            history[f"grad_fusion.{member}"] = [1.0, 0.5 * (i + 1), np.nan]
+            history[f"grad_own.{member}"] = [1.0, 2.0, np.nan]
+    if model in ("control", "joint", "joint-no-d", "joint-onehot"):  # diversity rises on train only
+        history["train_diversity"] = [0.1, 0.2, 0.3]
+        history["val_diversity"] = [0.1, 0.1, 0.1]
+    train_dir.mkdir(parents=True)
+    history.to_csv(train_dir / "history.csv", index=False)
+
+
+def write_prepared(data, rng):
+    """What `prepare` leaves that the report reads: the spec and 6 test photos and masks (16 x 16 px)."""
     data.mkdir(parents=True)
     colours = [[70, 130, 180], [128, 64, 128], [0, 0, 142]]
     spec = {"name": "fakescapes", "classes": [{"name": n, "colour": c} for n, c in zip(CLASSES, colours)],
@@ -93,23 +118,42 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
     save_ragged(data / "test_photos", rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
     save_ragged(data / "test_masks", masks)
     (data / "test_names.json").write_text(json.dumps([f"t{i}" for i in range(6)]))
+
+
+def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2), strategies=STRATEGIES,
+               members=MEMBERS, inside=False, without=None, references=REFERENCES, val_errors=None, no_val=()):
+    """A prepared-data folder and a runs folder laid out as the pipeline writes them. `inside`: the joint runs
+    record each member scored alone; `without`: strategy -> the members it runs (a leave-one-out run);
+    `references`: the budget-matched networks (REFERENCE declared by `reference:`, others as members);
+    `val_errors`: model -> its val error bases where they differ from the test's; `no_val`: models that wrote no val
+    predictions (val_miou null)."""
+    errors = {**ERRORS, **(errors or {})}
+    val_errors = {**errors, **(val_errors or {})}
+    trained_alone = list(members) + list(references)
+    rng = np.random.default_rng(0)
+    data, runs = root / "data", root / "runs"
+    write_prepared(data, rng)
     for index, seed in enumerate(seeds):
         evaluate = runs / f"seed{seed}" / "evaluate"
         evaluate.mkdir(parents=True)
-        for model in list(members) + list(strategies):
+        for model in trained_alone + list(strategies):
             conf = _confusions(errors[model][index])
             np.save(evaluate / f"{model}_test_tallies.npy", class_tallies(conf))
             gan = model in GAN
-            record = {"model": model, "kind": "member" if model in members else "ensemble", "seed": seed,
+            kind = "reference" if model == REFERENCE else ("member" if model in trained_alone else "ensemble")
+            record = {"model": model, "kind": kind, "seed": seed,
                       **scores_from_confusion(conf.sum(0), CLASSES),
                       "params": {"generator": 54_413_955, "discriminator": 2_768_705 if gan else 0, "fusion": 0,
                                  "training": 57_182_660 if gan else 54_413_955, "inference": 54_413_955},
                       "flops_per_image": 3_000_000_000, "inference_ms_per_image": 5.0,
                       "train_seconds": 100.0 + seed, "seconds_per_step": 0.5,
                       "diverged": diverged[index] if model == "joint" else (False if gan else None),
-                      "curves": model in HISTORY, "hypothesis": HYPOTHESIS.get(model)}
-            if model in members:
-                record["supervision"] = SUPERVISION[model]
+                      "curves": model in HISTORY, "hypothesis": HYPOTHESIS.get(model),
+                      "val_miou": None if model in no_val else _iou(val_errors[model][index]),
+                      "val_in_sample": model in IN_SAMPLE}
+            if model in trained_alone:
+                record |= {"supervision": SUPERVISION[model], "reference": model in references,
+                           "budget": {**BUDGET, "ensemble": list(members)} if model in references else None}
             else:
                 record["members"] = (without or {}).get(model, list(members))
                 if inside and (HYPOTHESIS.get(model) or {}).get("role") in ("control", "end_to_end"):
@@ -119,25 +163,15 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                         np.save(evaluate / f"{model}@{member}_test_tallies.npy", class_tallies(alone))
                         record["members_inside"][member] = scores_from_confusion(alone.sum(0), CLASSES)
             (evaluate / f"{model}.json").write_text(json.dumps(record))
-            folder = model_dir(runs / f"seed{seed}", model, members)
+            folder = model_dir(runs / f"seed{seed}", model, trained_alone)
             predict = folder / "predict"
             predict.mkdir(parents=True)
             save_ragged(predict / "test_pred", rng.integers(0, 3, (6, 8, 8), dtype=np.uint8))
             if model in HISTORY:
-                epochs = np.arange(1, 4)
-                history = pd.DataFrame({"epoch": epochs, **{c: 1.0 / epochs for c in HISTORY[model]},
-                                        "val_miou": [0.2, np.nan, 0.4]})
-                if model in ("joint", "joint-onehot"):  # fusion share of the members' gradient: 0.2, 1/3, 3/7
-                    for i, member in enumerate(members):  # measured on some steps: none in the last epoch
-                        history[f"grad_fusion.{member}"] = [1.0, 0.5 * (i + 1), np.nan]
-                        history[f"grad_own.{member}"] = [1.0, 2.0, np.nan]
-                if model in ("control", "joint", "joint-no-d", "joint-onehot"):  # diversity rises on train only
-                    history["train_diversity"] = [0.1, 0.2, 0.3]
-                    history["val_diversity"] = [0.1, 0.1, 0.1]
-                (folder / "train").mkdir(parents=True)
-                history.to_csv(folder / "train" / "history.csv", index=False)
+                write_history(folder / "train", model, members)
+    declared = {member: {"kind": KINDS.get(member, member)} for member in trained_alone}
     cfg = Config.model_validate({"name": "fake-study", "seeds": list(seeds), "strategies": list(strategies),
-                                 "members": {member: {"kind": KINDS.get(member, member)} for member in members},
+                                 "reference": declared.pop(REFERENCE, None), "members": declared,
                                  "gan_pairs": {g: p for g, p in GAN_PAIRS.items() if g in members and p in members}})
     return cfg, data, runs
 
@@ -284,7 +318,7 @@ def test_a_missing_input_names_the_file_and_the_stage(tmp_path, missing, fix):
 def test_a_strategy_is_placed_by_its_record_not_its_file_name(tmp_path):
     cfg, data, runs = make_study(tmp_path, strategies=["mean", "learned", "control", "joint-onehot"])
     study = load_study(cfg, data, runs)
-    assert study.trained == MEMBERS + ["control", "joint-onehot"]  # their histories go into the training curves
+    assert study.trained == MEMBERS + REFERENCES + ["control", "joint-onehot"]  # their histories: training curves
     text = write_report(cfg, data, runs, tmp_path / "report").read_text()
     hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv")
     assert hypothesis["strategy"].tolist() == ["learned", "control", "joint-onehot"]
@@ -470,6 +504,192 @@ def test_part_d_on_hand_made_numbers(low, high, seeds, expected):
     if seeds < 3:
         assert "(2 seeds; a verdict needs at least 3)" in sentence
     assert adds_sentence([]).startswith("(d) Does the adversarial member add to the ensemble? Not tested")
+
+
+# ---- (e): does ensembling pay? ----------------------------------------------------------------------------------
+
+def _found(low: float, high: float, seeds: int = 3, reference: bool = True) -> dict:
+    """Hand-made ensembling_comparison: the best ensemble and member on val, their Δ and the one against the
+    reference (a fixed, not conclusive one)."""
+    delta = {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds, "se": (high - low) / 3.92}
+    against = {"delta": 0.0, "low": -0.01, "high": 0.01, "seeds": seeds, "se": 0.02 / 3.92}
+    return {"excluded": {"no val score": ["mean"], "fitted on val": ["learned"]}, "ensemble": "joint",
+            "member": "unet_ce_adv", "reference": "unet_ce_budget" if reference else None,
+            "budget": {**BUDGET, "ensemble": ALL_MEMBERS} if reference else None, "delta_member": delta,
+            "delta_reference": against if reference else None, "untested": None}
+
+
+@pytest.mark.parametrize("low, high, seeds, expected", [
+    (0.01, 0.03, 3, "(e) Does ensembling pay? Yes: the best ensemble on val, `joint`, vs the best member on val, "
+                    "`unet_ce_adv`, is +0.020 mIoU (95% interval [+0.010, +0.030] excludes 0) over 3 seeds, so "
+                    "ensembling helps; "),
+    (-0.015, -0.003, 3, "(e) Does ensembling pay? No, it hurts: the best ensemble on val, `joint`, vs the best member "
+                        "on val, `unet_ce_adv`, is -0.009 mIoU (95% interval [-0.015, -0.003] excludes 0) over 3 "
+                        "seeds, so ensembling hurts; "),
+    (-0.01, 0.03, 3, "(e) Does ensembling pay? Not conclusive: the best ensemble on val, `joint`, vs the best member "
+                     "on val, `unet_ce_adv`, is +0.010 mIoU (95% interval [-0.010, +0.030] includes 0) over 3 "
+                     "seeds, so ensembling is not conclusive (the interval includes 0; this study resolves |Δ| ≥ "
+                     "0.029, about 25 seeds would resolve its +0.010); "),
+    (0.01, 0.03, 2, "(e) Does ensembling pay? Not conclusive: the best ensemble on val, `joint`"),
+])
+def test_part_e_on_hand_made_numbers(low, high, seeds, expected):
+    sentence = ensembling_sentence(_found(low, high, seeds))
+    assert sentence.startswith(expected)
+    assert ("against one network with the ensemble's budget (`unet_ce_budget`: 18.1M parameters against the "
+            "ensemble's 18.2M, 1.02× its members' training FLOPs) it is +0.000 mIoU (95% interval [-0.010, +0.010] "
+            "includes 0), so ensembling ") in sentence
+    assert sentence.endswith("Not candidates for the best ensemble: `mean` (no val score), `learned` (fitted on val).")
+    called = "Not conclusive" not in expected
+    assert short(_found(low, high, seeds)["delta_member"]).endswith(", not conclusive") != called
+    alone = ensembling_sentence(_found(low, high, seeds, reference=False))
+    assert ("against one network with the ensemble's budget it is not tested: no budget-matched network in this "
+            "study (`reference:` in params.yaml).") in alone
+    untested = ensembling_sentence({**_found(low, high), "untested": "no val scores recorded (rerun evaluate)"})
+    assert untested.startswith("(e) Does ensembling pay? Not tested: no val scores recorded (rerun evaluate).")
+
+
+def test_best_is_picked_on_val_not_test_and_never_a_strategy_fitted_on_val(tmp_path):
+    """On test unet_ce and joint are best; on val unet_ce_adv and `mean` are, and `learned` (stacking, fitted on
+    val) scores best of all there but is no candidate; `joint-no-d` wrote no val predictions."""
+    cfg, data, runs = make_study(tmp_path, members=ALL_MEMBERS, no_val=("joint-no-d",),
+                                 errors={"joint": (0, 0, 0), "mean": (1, 1, 1)},
+                                 val_errors={"unet_ce_adv": (0, 0, 0), "learned": (0, 0, 0), "mean": (0, 0, 0),
+                                             "joint": (3, 3, 3), "unet_ce": (2, 2, 2)})
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert ("(e) Does ensembling pay? Yes: the best ensemble on val, `mean`, vs the best member on val, "
+            "`unet_ce_adv`, is +") in text
+    assert "Not candidates for the best ensemble: `joint-no-d` (no val score), `learned` (fitted on val)." in text
+    assert "against one network with the ensemble's budget (`unet_ce_budget`: 18.1M parameters" in text
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["delta_best_ensemble_vs_best_member"] == pytest.approx(_iou(1) - _iou(2))
+    assert summary["delta_best_ensemble_vs_reference"] == pytest.approx(
+        _mean_delta((1, 1, 1), ERRORS["unet_ce_budget"]))
+    ensembles = pd.read_csv(tmp_path / "report" / "ensembles.csv")
+    assert (ensembles["best_member"] == "unet_ce").all()  # table 2 still compares against the test-best member
+
+
+def test_a_strategy_fitted_on_val_is_never_the_best_ensemble_even_alone(tmp_path):
+    cfg, data, runs = make_study(tmp_path, strategies=["learned", "mean"], no_val=("mean",),
+                                 val_errors={"learned": (0, 0, 0)})
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert ("(e) Does ensembling pay? Not tested: no strategy has a val score it was not fitted on. Not candidates "
+            "for the best ensemble: `mean` (no val score), `learned` (fitted on val).") in text
+    assert "delta_best_ensemble_vs_best_member" not in json.loads((tmp_path / "report" / "summary.json").read_text())
+
+
+def test_the_reference_is_never_the_best_member_nor_a_side_of_the_2x2(tmp_path):
+    """The reference scores best of all members on test and val, yet every comparison among members passes it by;
+    it is still a row of the members' and per-class tables."""
+    cfg, data, runs = make_study(tmp_path, members=ALL_MEMBERS, errors={"unet_ce_budget": (0, 0, 0)})
+    study = load_study(cfg, data, runs)
+    assert study.members == ALL_MEMBERS and study.references == REFERENCES
+    assert study.models == ALL_MEMBERS + REFERENCES + STRATEGIES
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert "the best member on val, `unet_ce`," in text
+    assert (pd.read_csv(tmp_path / "report" / "ensembles.csv")["best_member"] == "unet_ce").all()
+    gan = pd.read_csv(tmp_path / "report" / "gan_2x2.csv")
+    assert "unet_ce_budget" not in set(gan["member_without_gan"]) | set(gan["member_with_gan"])
+    assert subject(study) == "pix2pix and unet_ce_adv"
+    assert "unet_ce_budget" in pd.read_csv(tmp_path / "report" / "per_class_iou.csv")["model"].tolist()
+    assert "unet_ce_budget" not in json.loads((runs / "seed0" / "evaluate" / "joint.json").read_text())["members"]
+
+
+def test_members_csv_has_the_reference_row_with_its_budget_beside_the_ensembles(tmp_path):
+    cfg, data, runs = make_study(tmp_path)
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    members = pd.read_csv(tmp_path / "report" / "members.csv").set_index("model")
+    assert members["role"].to_dict() == {**dict.fromkeys(MEMBERS, "member"), "unet_ce_budget": "reference"}
+    reference = members.loc["unet_ce_budget"]
+    assert reference[["budget_inference_params", "ensemble_inference_params", "budget_train_flops",
+                      "ensemble_train_flops", "budget_epochs", "ensemble_epochs"]].tolist() == [
+        18_130_000, 18_200_000, 1_020_000_000_000_000, 1_000_000_000_000_000, 6, 6]
+    assert reference["budget_ensemble"] == " ".join(MEMBERS)
+    assert members.loc[MEMBERS, ["budget_inference_params", "ensemble_train_flops"]].isna().all().all()
+    row = next(line for line in text.splitlines() if line.startswith("| unet_ce_budget"))
+    assert "| reference" in row and "18.13 / 18.20" in row and "1.02×" in row
+    assert r"1.02$\times$" in (tmp_path / "report" / "members.tex").read_text()
+
+
+def test_the_reference_of_params_yaml_is_read_from_its_own_folder_and_stage(tmp_path):
+    """`reference:` in params.yaml: no member, its runs in runs/seedK/reference/, written by the `reference` stage."""
+    cfg, data, runs = make_study(tmp_path, references=[REFERENCE])
+    study = load_study(cfg, data, runs)
+    assert study.members == MEMBERS and study.references == [REFERENCE] and study.training_stage(REFERENCE) == REFERENCE
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert f"against one network with the ensemble's budget (`{REFERENCE}`: 18.1M parameters" in text
+    assert pd.read_csv(tmp_path / "report" / "members.csv").set_index("model").loc[REFERENCE, "role"] == "reference"
+    (runs / "seed0" / REFERENCE / "predict" / "test_pred.npy").unlink()
+    with pytest.raises(UserError, match=rf"seed0/{REFERENCE}/predict/test_pred.npy: missing; run `dvc repro -f -s "
+                       rf"{REFERENCE}`"):
+        load_study(cfg, data, runs)
+
+
+def test_records_without_val_scores_or_reference_say_what_is_not_tested(tmp_path):
+    cfg, data, runs = make_study(tmp_path, references=())
+    for path in runs.glob("seed*/evaluate/*.json"):
+        record = json.loads(path.read_text())
+        for key in ("val_miou", "val_in_sample", "reference", "budget"):
+            record.pop(key, None)
+        path.write_text(json.dumps(record))
+    text = write_report(cfg, data, runs, tmp_path / "report").read_text()
+    assert "(e) Does ensembling pay? Not tested: no val scores recorded (rerun evaluate)." in text
+    assert "Not tested here: leave-one-out, whether ensembling pays." in text
+    cfg, data, runs = make_study(tmp_path / "no-reference", references=())
+    text = write_report(cfg, data, runs, tmp_path / "no-reference" / "report").read_text()
+    assert "against one network with the ensemble's budget it is not tested: no budget-matched network" in text
+
+
+def test_a_reference_without_its_budget_says_to_rerun_evaluate(tmp_path):
+    cfg, data, runs = make_study(tmp_path)
+    path = runs / "seed1" / "evaluate" / "unet_ce_budget.json"
+    record = json.loads(path.read_text())
+    del record["budget"]["ensemble_train_flops"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"unet_ce_budget.json: a reference network's 'budget' must have width, "
+                       r"inference_params, .*; run `dvc repro -f -s evaluate`"):
+        load_study(cfg, data, runs)
+
+
+def _headline(text: str) -> list[str]:
+    """The sentences of the paragraph right after conclusion.md's title (none of its numbers ends one)."""
+    title, blank, headline, *_ = text.splitlines()
+    assert title.startswith("# ") and not blank
+    sentences = [sentence.strip() for sentence in re.findall(r".+?[.!?](?=\s|$)", headline)]
+    assert " ".join(sentences) == headline
+    return sentences
+
+
+def test_the_headline_gives_each_part_its_number_in_at_most_five_sentences(tmp_path):
+    cfg, data, runs = make_study(tmp_path, strategies=[*STRATEGIES, "zz"], without={"zz": ["unet_l1", "unet_ce"]})
+    sentences = _headline(write_report(cfg, data, runs, tmp_path / "report").read_text())
+    assert len(sentences) == 5
+    hypothesis = pd.read_csv(tmp_path / "report" / "hypothesis.csv").set_index("strategy").loc["joint"]
+    pair = pd.read_csv(tmp_path / "report" / "leave_one_out.csv").loc[0]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    (a, b, c, d, e) = sentences
+    assert a == "Trained end-to-end with the discriminator in the loop, pix2pix diverged in 0 of 6 runs."
+    assert b == (f"End-to-end training (`joint`) against its compute-matched control (`control`): "
+                 f"{hypothesis['delta_vs_control']:+.3f} mIoU [95%: {hypothesis['delta_vs_control_low']:+.3f}, "
+                 f"{hypothesis['delta_vs_control_high']:+.3f}].")
+    assert c.startswith(f"Keeping the discriminator (`joint` vs `joint-no-d`): {_iou(1) - _iou(3):+.3f} mIoU [95%: ")
+    assert d == (f"Adding pix2pix to the ensemble (`joint` vs `zz`): {pair['delta']:+.3f} mIoU "
+                 f"[95%: {pair['delta_low']:+.3f}, {pair['delta_high']:+.3f}].")
+    assert e.startswith("The best ensemble on val against the best member on val (`joint` vs `unet_ce`): "
+                        f"{summary['delta_best_ensemble_vs_best_member']:+.3f} mIoU [95%: ")
+    assert ("; against one network with the ensemble's budget (`unet_ce_budget`): "
+            f"{summary['delta_best_ensemble_vs_reference']:+.3f} mIoU [95%: ") in e
+    assert e.endswith(", not conclusive.")  # joint and unet_ce score alike: Δ 0, its interval includes 0
+
+
+def test_the_headline_names_the_untested_parts_in_one_sentence(tmp_path):
+    cfg, data, runs = make_study(tmp_path, seeds=(0,), strategies=["max", "learned"])
+    ensembling, untested = _headline(write_report(cfg, data, runs, tmp_path / "report").read_text())
+    assert re.fullmatch(rf"The best ensemble on val against the best member on val \(`max` vs `unet_ce`\): "
+                        rf"{_iou(2) - _iou(1):+.3f} mIoU \[95%: .+\], not conclusive; against one network with the "
+                        r"ensemble's budget \(`unet_ce_budget`\): \+0\.000 mIoU \[95%: .+\], not conclusive\.",
+                        ensembling)
+    assert untested == ("Not tested here: end-to-end training with the discriminator, a compute-matched control, the "
+                        "discriminator's effect, leave-one-out.")
 
 
 # ---- several studies in one table ----------------------------------------------------------------------------

@@ -38,16 +38,20 @@ class FixedCombiner(CombinerKind):
         return scores / np.maximum(scores.sum(1, keepdims=True), 1e-12)
 
     def run(self, job: StrategyRun) -> None:
-        probs = member_probs(job.runs_dir, job.strategy.members, "test",
-                             job.data.spec.num_classes)  # missing outputs fail before tracking
+        classes = job.data.spec.num_classes
+        probs = {split: member_probs(job.runs_dir, job.strategy.members, split, classes)
+                 for split in ("test", "val")}  # missing outputs fail before tracking
         inference = Inference.from_config(job.cfg)
-        eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
-        target = SplitOutput(job.out_dir / "predict", "test", eval_sizes, job.data.spec.num_classes)
-        with job.tracker(), prediction_writer(target, inference) as writer:
-            for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name}", unit="img", leave=False)):
-                members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
-                                       for p in probs])
-                writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
+        with job.tracker():
+            for split, split_probs in probs.items():  # val: what the report picks the best ensemble by
+                eval_sizes = [inference.eval_size(size) for size in job.data.sizes(split)]
+                target = SplitOutput(job.out_dir / "predict", split, eval_sizes, classes)
+                with prediction_writer(target, inference) as writer:
+                    for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name} {split}", unit="img",
+                                                  leave=False)):
+                        members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
+                                               for p in split_probs])
+                        writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
 
     def photo_predictor(self, job: SegmentRequest):
         members = job.members()

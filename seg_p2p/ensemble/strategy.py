@@ -105,6 +105,7 @@ class CombinerKind:
     settings: type[StrategyConfig] = StrategyConfig
     trained = False  # writes train/summary.json: its training time and divergence are recorded
     scores_members_inside = False  # writes each member's own test predictions as it trained them (run_paths.inside)
+    fits_on_val = False  # fitted on the val split, so its val score is in-sample and cannot pick it as the best
 
     def run(self, job: StrategyRun) -> None:
         raise NotImplementedError

@@ -107,20 +107,28 @@ class TrainedCombiner(CombinerKind):
                 write_json(out / "summary.json", {"diverged": True, "message": str(exc)})
                 tracker.log_metrics({"diverged": 1.0})
             load_weights(model, checkpoint(out))
-            device = select_device(cfg.train.device)
-            model.to(device)
-            names = job.data.names("test")
-            eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
-            predict_split(self.predictor(model, inference, names), setup.test, inference, device,
-                          SplitOutput(job.out_dir / "predict", "test", eval_sizes, spec.num_classes), job.name)
-            if self.scores_members_inside:
-                # Each member as this run trained it, alone, through the member's own inference path (predict's):
-                # whether end-to-end training made it a better segmenter, or only a better complement.
-                for name, member in model.members.items():
-                    torch.manual_seed(0)  # dropout_at_test draws from it, as in predict_member
-                    predict_split(photo_predictor(member, inference, names), setup.test, inference, device,
-                                  SplitOutput(inside_predict_dir(job.out_dir, name), "test", eval_sizes,
-                                              spec.num_classes), inside(job.name, name))
+            self.write_predictions(job, setup, inference)
+
+    def write_predictions(self, job: StrategyRun, setup: TrainingSetup, inference: Inference) -> None:
+        """Test, then val (what the report picks the best ensemble by; test stays as it was before val was written),
+        then each member as this run trained it, alone, through the member's own inference path (predict's): whether
+        end-to-end training made it a better segmenter, or only a better complement."""
+        device, classes, model = select_device(job.cfg.train.device), job.data.spec.num_classes, setup.model
+        model.to(device)
+        names = job.data.names("test")
+        eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
+        predict_split(self.predictor(model, inference, names), setup.test, inference, device,
+                      SplitOutput(job.out_dir / "predict", "test", eval_sizes, classes), job.name)
+        if setup.val is not None:
+            val_sizes = [inference.eval_size(size) for size in job.data.sizes("val")]
+            predict_split(self.predictor(model, inference, job.data.names("val")), setup.val, inference, device,
+                          SplitOutput(job.out_dir / "predict", "val", val_sizes, classes), job.name)
+        if self.scores_members_inside:
+            for name, member in model.members.items():
+                torch.manual_seed(0)  # dropout_at_test draws from it, as in predict_member
+                predict_split(photo_predictor(member, inference, names), setup.test, inference, device,
+                              SplitOutput(inside_predict_dir(job.out_dir, name), "test", eval_sizes, classes),
+                              inside(job.name, name))
 
     def photo_inference(self, inference: Inference) -> Inference | None:
         """How the engine labels val images: a kind whose model takes more than photos returns None."""
@@ -145,6 +153,7 @@ class Stacking(TrainedCombiner):
     and val is its training data, so it has no validation)."""
 
     settings = StackingConfig
+    fits_on_val = True
 
     def setup(self, job):
         members = job.strategy.members

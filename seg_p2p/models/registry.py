@@ -7,13 +7,17 @@ contract, so a new kind is one model file and one `register_member` call.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from pydantic import ValidationError
 
 from seg_p2p.errors import UserError
 from seg_p2p.models.member import SegModel
+from seg_p2p.run_paths import REFERENCE
 from seg_p2p.settings import MemberConfig, error_text
 
 
@@ -34,9 +38,10 @@ def register_member(kind: str, config: type[MemberConfig],
     MEMBER_KINDS[kind] = MemberKind(config, build)
 
 
-def member_settings(name: str, raw) -> MemberConfig:
-    """Validate `members.NAME` with its kind's settings class; errors read as the config's own."""
-    key, kinds = f"members.{name}", ", ".join(MEMBER_KINDS)
+def member_settings(name: str, raw, key: str | None = None) -> MemberConfig:
+    """Validate `members.NAME` (or the settings at `key`) with its kind's settings class; errors read as the config's
+    own."""
+    key, kinds = key or f"members.{name}", ", ".join(MEMBER_KINDS)
     if isinstance(raw, MemberConfig):
         return raw
     if not isinstance(raw, dict):
@@ -48,16 +53,29 @@ def member_settings(name: str, raw) -> MemberConfig:
     try:
         return MEMBER_KINDS[raw["kind"]].config.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError(error_text(exc.errors()[0], ("members", name))) from None
+        raise ValueError(error_text(exc.errors()[0], tuple(key.split(".")))) from None
 
 
 def build_member(cfg, name: str, spec) -> SegModel:
-    """Member `name` of the study configuration `cfg` (a seg_p2p.config.Config), for the dataset `spec`."""
-    if name not in cfg.members:
-        raise UserError(f"member '{name}' is not defined under members: in params.yaml "
-                        f"(defined: {', '.join(cfg.members)}); fix the name or add it")
-    settings = cfg.members[name]
-    return MEMBER_KINDS[settings.kind].build(settings, spec, cfg.data.crop_size)
+    """Member `name` of the study configuration `cfg` (a seg_p2p.config.Config), for the dataset `spec`; `reference`:
+    the network given the ensemble's budget (seg_p2p.budget)."""
+    if name == REFERENCE and cfg.reference is not None:
+        settings = reference_settings(cfg, spec)
+    elif name in cfg.members:
+        settings = cfg.members[name]
+    else:
+        raise UserError(unknown_member(cfg, name))
+    return build_settings(settings, spec, cfg.data.crop_size)
+
+
+def unknown_member(cfg, name: str) -> str:
+    return (f"member '{name}' is not defined under members: in params.yaml (defined: {', '.join(cfg.members)}"
+            f"{', and reference' if cfg.reference is not None else ''}); fix the name or add it")
+
+
+def build_settings(settings: MemberConfig, spec, size: int) -> SegModel:
+    """The model of a member kind's settings, for the dataset `spec` at crops of `size` px."""
+    return MEMBER_KINDS[settings.kind].build(settings, spec, size)
 
 
 PARAMETER_ROLES = ("generator", "discriminator", "fusion", "training", "inference")
@@ -90,3 +108,51 @@ def parameter_table(cfg) -> dict:
     spec = load_spec(cfg.data.dataset)
     with torch.device("meta"):
         return {name: parameter_counts(build_member(cfg, name, spec)) for name in cfg.members}
+
+
+# The budget-matched network (seg_p2p.budget says what it is and why): `reference:` widened until its parameters match
+# the ensemble's. Built here, beside every member, so the registry builds it as it builds any member.
+WIDTHS = (1 / 16, 16.0)  # the widths searched, a geometric bisection
+BISECTIONS = 24
+
+_widths: dict[str, float] = {}  # settings -> matched width, for this process (a search builds ~25 networks on meta)
+
+
+def inference_params(settings: MemberConfig, spec, size: int) -> int:
+    with torch.random.fork_rng(), torch.device("meta"):
+        return parameter_counts(build_settings(settings, spec, size))["inference"]
+
+
+def ensemble_params(cfg, spec) -> int:
+    """The members' inference parameters summed: what a strategy over every member runs, its fusion net aside."""
+    return sum(inference_params(settings, spec, cfg.data.crop_size) for settings in cfg.members.values())
+
+
+def reference_settings(cfg, spec) -> MemberConfig:
+    """`reference:` widened until its inference parameters are the closest to the members' summed."""
+    key = json.dumps([cfg.reference.model_dump(), {m: s.model_dump() for m, s in cfg.members.items()},
+                      cfg.data.crop_size, spec.num_classes])
+    if key not in _widths:
+        target, size = ensemble_params(cfg, spec), cfg.data.crop_size
+
+        def params(width: float) -> int:
+            return inference_params(cfg.reference.model_copy(update={"width": width}), spec, size)
+
+        low, high = WIDTHS
+        for _ in range(BISECTIONS):
+            middle = math.sqrt(low * high)
+            low, high = (middle, high) if params(middle) < target else (low, middle)
+        _widths[key] = min((round(low, 3), round(high, 3)), key=lambda width: abs(params(width) - target))
+    return cfg.reference.model_copy(update={"width": _widths[key]})
+
+
+def no_reference(cfg, name: str, out_dir) -> bool:
+    """Whether `name` is the reference of a study without one (reference: null): then dvc.yaml's reference stage has
+    nothing to do, and its output folder says so."""
+    if name != REFERENCE or cfg.reference is not None:
+        return False
+    from seg_p2p.atomic import write_json
+
+    write_json(out_dir / "none.json", {"reference": None, "why": "reference: null in params.yaml"})
+    print(f"{out_dir}: no reference network in this study (reference: null)")
+    return True

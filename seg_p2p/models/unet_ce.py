@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import PositiveFloat
 import torch.nn.functional as F
 
 from seg_p2p.data.spec import IGNORE_INDEX
@@ -13,10 +14,14 @@ from seg_p2p.models.registry import register_member
 from seg_p2p.settings import MemberConfig, OptimizerConfig
 
 
+DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp.Unet's default
+
+
 class UnetCEConfig(MemberConfig):
     kind: Literal["unet_ce"] = "unet_ce"
     encoder: str = "resnet34"
     encoder_weights: str | None = None  # nothing is downloaded unless a user sets e.g. "imagenet"
+    width: PositiveFloat = 1.0  # the decoder's channels, smp's DECODER_CHANNELS, times this (the reference's knob)
     optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, beta1=0.9)
 
 
@@ -28,7 +33,9 @@ class UnetCE(SegModel):
         import segmentation_models_pytorch as smp  # smp + timm take seconds to import: only when built
 
         self.cfg = cfg
-        self.unet = smp.Unet(cfg.encoder, encoder_weights=cfg.encoder_weights, in_channels=3, classes=num_classes)
+        decoder = tuple(max(1, round(channels * cfg.width)) for channels in DECODER_CHANNELS)
+        self.unet = smp.Unet(cfg.encoder, encoder_weights=cfg.encoder_weights, in_channels=3, classes=num_classes,
+                             decoder_channels=decoder)
         # Photos arrive in [-1, 1] (seg_p2p.data.dataset). A pretrained encoder expects the input its weights were
         # trained on: the range and mean/std smp publishes for them (for imagenet: [0, 1], then ImageNet's mean/std).
         scale, shift = torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)

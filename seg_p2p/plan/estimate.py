@@ -38,7 +38,7 @@ class StagePlan:
     """One DVC stage: what it needs, runs and leaves."""
 
     name: str  # DVC's address, e.g. train@pix2pix-0
-    kind: str  # code | prepare | train | predict | ensemble | evaluate | report
+    kind: str  # code | prepare | train | predict | reference | ensemble | evaluate | report
     needs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()  # the paths it writes (what is already there counts as written)
     steps: int = 0

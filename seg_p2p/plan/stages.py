@@ -68,6 +68,24 @@ def predict_stage(est: Estimator, member: str, seed: int) -> StagePlan:
                      rates=(member,))
 
 
+def reference_stage(est: Estimator, seed: int) -> StagePlan:
+    """The budget-matched network (seg_p2p.budget), trained and then predicted in one stage; its FLOPs at the rate of
+    the members whose budget it has. A study without one still has the stage, which writes a note."""
+    from seg_p2p.budget import member_training
+    from seg_p2p.run_paths import REFERENCE
+
+    stage = StagePlan(f"reference@{seed}", "reference", needs=("prepare",), outputs=(f"runs/seed{seed}/reference",))
+    if est.cfg.reference is None:
+        return stage
+    training = est.training(member_training(est.cfg, REFERENCE, est.spec)[1], est.member(REFERENCE),
+                            len(est.sizes.train), history_columns=10)
+    predictions = predict_stage(est, REFERENCE, seed)  # its predictions only: no strategy reads its probabilities
+    return replace(stage, steps=training.steps, train_flops=training.train_flops,
+                   inference_flops=training.inference_flops + predictions.inference_flops,
+                   disk_bytes=training.disk_bytes + sum(est.predictions(split) for split in ("val", "test")),
+                   memory_bytes=max(training.memory_bytes, predictions.memory_bytes), rates=tuple(est.cfg.members))
+
+
 def ensemble_stage(est: Estimator, strategies: dict, parts: dict[str, StagePlan], seed: int) -> StagePlan:
     """Every strategy of the seed (`parts`: each one's cost): in series in one process under `dvc repro`
     (dvc.yaml's ensemble@seed), a job each under `cluster run`, which a strategy that reads no member output starts
@@ -94,12 +112,12 @@ def evaluate_stage(est: Estimator, strategies: dict, seed: int) -> StagePlan:
     from seg_p2p.ensemble.strategy import combiner_kind
 
     classes = est.spec.num_classes
-    models = len(est.cfg.members) + sum(1 + (len(s.members) if combiner_kind(s).scores_members_inside else 0)
-                                        for s in strategies.values())
+    models = len(est.cfg.members) + (est.cfg.reference is not None) + sum(
+        1 + (len(s.members) if combiner_kind(s).scores_members_inside else 0) for s in strategies.values())
     per_model = (NPY_HEADER + len(est.sizes.test) * 3 * classes * 8 + EVALUATE_RECORD + 2 * PER_CLASS * classes
                  + MLFLOW_RUN)
     return StagePlan(f"evaluate@{seed}", "evaluate",
-                     needs=("prepare", *member_stages(est.cfg, seed), f"ensemble@{seed}"),
+                     needs=("prepare", *member_stages(est.cfg, seed), f"reference@{seed}", f"ensemble@{seed}"),
                      outputs=(f"runs/seed{seed}/evaluate", f"runs/seed{seed}/per_class_iou.json",
                               f"runs/seed{seed}/metrics.json"),
                      disk_bytes=models * per_model)
@@ -116,7 +134,8 @@ def study_stages(est: Estimator, strategies_dir: Path) -> list[StagePlan]:
     for seed in cfg.seeds:
         for member in cfg.members:
             stages += [train_stage(est, member, seed), predict_stage(est, member, seed)]
-        stages += [ensemble_stage(est, strategies, parts, seed), evaluate_stage(est, strategies, seed)]
+        stages += [reference_stage(est, seed), ensemble_stage(est, strategies, parts, seed),
+                   evaluate_stage(est, strategies, seed)]
     # Every stage depends on the listing of its code (dvc.yaml: runs/code/<stage>.sha256). Listed last: where the
     # stages a stage needs tie, the critical path names the first, and prepare says more than code.
     for job in (job for stage in stages[1:] for job in (stage, *stage.parts)):

@@ -21,8 +21,11 @@ from seg_p2p.report.numbers import BOOTSTRAP_SAMPLES, mean_std
 from seg_p2p.report.study import Study, load_study
 from seg_p2p.report.tables import (beta_points, best_member, ensembles_table, hypothesis_rows, hypothesis_table,
                                    members_table, per_class_table, signals_table, write_table)
-from seg_p2p.report.verdict import (MIN_SEEDS, adds_sentence, discriminator_sentence, diversity_sentence, gan_sentence,
-                                    inside_sentence, pays_sentence, subject, trainable_sentence)
+from seg_p2p.report.ensembling import ensembling_comparison, ensembling_sentence
+from seg_p2p.report.headline import headline
+from seg_p2p.report.verdict import (MIN_SEEDS, adds_sentence, discriminator_pair, discriminator_sentence,
+                                    diversity_sentence, gan_sentence, inside_sentence, pays_sentence, subject,
+                                    trainable_sentence)
 
 __all__ = ["write_report", "headline_metrics", "load_study", "hypothesis_rows", "subject"]
 
@@ -62,21 +65,30 @@ def write_report(cfg: Config, data_dir: Path, runs_dir: Path, out_dir: Path) -> 
 
     who = subject(study)
     evaluation = evaluation_protocol(cfg)
+    ensembling = ensembling_comparison(study)
     text = _TEMPLATES.get_template("conclusion.md.j2").render(
         name=cfg.name, dataset=study.dataset, seeds=", ".join(map(str, study.seeds)), first_seed=study.seeds[0],
-        n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, evaluation=evaluation, n_classes=len(study.classes),
-        tables=tables, best=best, bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows), subject=who,
-        beta_figure=bool(len(points)), trainable=trainable_sentence(rows, who), pays=pays_sentence(rows),
-        discriminator=discriminator_sentence(study, rows, who), adds=adds_sentence(loo), gan=gan_sentence(gans),
-        inside=inside_sentence(insides, rows, who), has_inside=bool(insides), has_leave_one_out=bool(loo),
-        diversity=diversity_sentence(rows))
+        n_seeds=len(study.seeds), min_seeds=MIN_SEEDS, n_test=study.n_test, evaluation=evaluation,
+        n_classes=len(study.classes), tables=tables, best=best, bootstrap_samples=BOOTSTRAP_SAMPLES, tested=bool(rows),
+        subject=who, beta_figure=bool(len(points)), gan=gan_sentence(gans), inside=inside_sentence(insides, rows, who),
+        has_inside=bool(insides), has_leave_one_out=bool(loo), diversity=diversity_sentence(rows),
+        references=", ".join(f"`{r}`" for r in study.references),
+        **verdict_text(study, rows, who, loo, ensembling))
     path = out_dir / "conclusion.md"
     write_text(path, text)
-    write_json(out_dir / "summary.json", headline_metrics(study, rows))
+    write_json(out_dir / "summary.json", headline_metrics(study, rows, ensembling))
     write_json(out_dir / "study.json", {"name": cfg.name, "dataset": study.dataset, "seeds": study.seeds,
                                         "n_test": study.n_test, "classes": study.classes,
                                         "evaluation": evaluation})  # for --compare
     return path
+
+
+def verdict_text(study: Study, rows: list[dict], who: str, loo: list[dict], ensembling: dict) -> dict[str, str]:
+    """Parts (a) to (e) in words, and the headline made from the same numbers."""
+    pair = discriminator_pair(study, rows)
+    return {"trainable": trainable_sentence(rows, who), "pays": pays_sentence(rows),
+            "discriminator": discriminator_sentence(pair, who), "adds": adds_sentence(loo),
+            "ensembling": ensembling_sentence(ensembling), "headline": headline(rows, who, pair, loo, ensembling)}
 
 
 def evaluation_protocol(cfg) -> str:
@@ -89,9 +101,12 @@ def evaluation_protocol(cfg) -> str:
     return f"resize mode: each photo resized to {size}x{size} px{tta}, scored against the labels resized alike"
 
 
-def headline_metrics(study: Study, rows: list[dict]) -> dict[str, float]:
-    """Test mIoU of every model and each end-to-end run's delta against its control (means over seeds): the parent
-    MLflow run's metrics, so DVC experiments compare side by side in MLflow."""
+def headline_metrics(study: Study, rows: list[dict], ensembling: dict) -> dict[str, float]:
+    """Test mIoU of every model, each end-to-end run's delta against its control and (e)'s deltas of the best
+    ensemble (means over seeds): the parent MLflow run's metrics, so DVC experiments compare side by side in MLflow."""
     metrics = {f"test_miou.{model}": mean_std(study.values(model, "miou"))[0] for model in study.models}
     metrics |= {f"delta_vs_control.{r['strategy']}": r["delta_control"]["delta"] for r in rows if r["delta_control"]}
+    metrics |= {f"delta_best_ensemble_vs_{against}": ensembling[f"delta_{key}"]["delta"]
+                for against, key in (("best_member", "member"), ("reference", "reference"))
+                if ensembling[f"delta_{key}"]}
     return metrics

@@ -3,7 +3,8 @@
 The report reads only what the pipeline wrote, so a missing or stale file is the user's to fix by
 rerunning a stage; each check names the file and that stage. What a model is (trained with curves, its
 role in the question: stacking, control, end-to-end) comes from its evaluate record, never from its file
-name, so a new strategy file takes its place in the report without a change here.
+name, so a new strategy file takes its place in the report without a change here. Which members the ensemble
+combines and which model is the budget-matched reference network is read from the records too (`reference`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ import pandas as pd
 from seg_p2p.config import Config
 from seg_p2p.data.spec import prepared_spec
 from seg_p2p.errors import UserError
-from seg_p2p.run_paths import inside, model_dir
+from seg_p2p.run_paths import REFERENCE, inside, model_dir
 from seg_p2p.ragged import RaggedArray
 from seg_p2p.stored import load_npy, read_csv, read_json, rerun, retrain
 
-RECORD_KEYS = ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
+RECORD_KEYS = ("kind", "miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou", "params", "flops_per_image",
                "train_seconds", "seconds_per_step", "diverged", "curves", "hypothesis")
 PARAM_KEYS = ("generator", "discriminator", "training", "inference")
 HYPOTHESIS_KEYS = ("label", "role", "discriminator", "beta", "init", "balance")
+# Fields newer than some records, with what an older record means by leaving them out.
+OPTIONAL_KEYS = {"val_miou": None, "val_in_sample": False, "reference": False, "budget": None}
+BUDGET_KEYS = ("width", "inference_params", "ensemble_inference_params", "train_flops", "ensemble_train_flops",
+               "epochs", "ensemble_epochs", "ensemble")
+STAGES = {"member": ("train", "predict"), "reference": ("reference", "reference"),
+          "ensemble": ("ensemble", "ensemble")}  # a record's kind -> the stages that train and predict it
+
+
+def trained_alone(cfg: Config) -> list[str]:
+    """The models trained on their own: the members, then the budget-matched network of `reference:` if any."""
+    return list(cfg.members) + ([REFERENCE] if getattr(cfg, "reference", None) is not None else [])
 
 
 @dataclass
@@ -46,9 +58,18 @@ class Study:
     def seeds(self) -> list[int]:
         return list(self.cfg.seeds)
 
+    def reference(self, model: str) -> bool:
+        """Whether a member is the budget-matched reference network: trained like a member, combined by no strategy."""
+        return bool(self.evals[model][0]["reference"])
+
     @property
     def members(self) -> list[str]:
-        return list(self.cfg.members)
+        """The ensemble's members (never the reference), so no comparison among members can pick the reference."""
+        return [m for m in self.cfg.members if not self.reference(m)]
+
+    @property
+    def references(self) -> list[str]:
+        return [m for m in trained_alone(self.cfg) if self.reference(m)]
 
     @property
     def strategies(self) -> list[str]:
@@ -56,7 +77,7 @@ class Study:
 
     @property
     def models(self) -> list[str]:
-        return self.members + self.strategies
+        return self.members + self.references + self.strategies
 
     def curves(self, model: str) -> bool:
         """Whether the model trained with its own history.csv (members, end-to-end strategies)."""
@@ -76,17 +97,17 @@ class Study:
 
     def pred_path(self, model: str) -> Path:
         """Test predictions of the first seed (the ragged array's data file): the qualitative grid shows one run."""
-        return model_dir(self.runs_dir / f"seed{self.seeds[0]}", model, self.members) / "predict" / "test_pred.npy"
+        return model_dir(self.runs_dir / f"seed{self.seeds[0]}", model, self.cfg.members) / "predict" / "test_pred.npy"
 
     def history_path(self, model: str, seed: int) -> Path:
-        return model_dir(self.runs_dir / f"seed{seed}", model, self.members) / "train" / "history.csv"
+        return model_dir(self.runs_dir / f"seed{seed}", model, self.cfg.members) / "train" / "history.csv"
 
     def training_stage(self, model: str) -> str:
-        """The stage that trains and predicts a model."""
-        return "train" if model in self.members else "ensemble"
+        """The stage that trains a model."""
+        return STAGES[self.evals[model][0]["kind"]][0]
 
     def pred_fix(self, model: str) -> str:
-        return rerun("predict" if model in self.members else "ensemble")
+        return rerun(STAGES[self.evals[model][0]["kind"]][1])
 
     def check_inputs(self) -> None:
         """Check every file read after the evaluate records (predictions and photos: their headers and sizes;
@@ -136,14 +157,18 @@ class Study:
         """One record field across seeds, nulls dropped."""
         return [record[key] for record in self.evals[model] if record[key] is not None]
 
+    def budget(self, model: str) -> dict | None:
+        """A reference network's budget beside its ensemble's (parameters, training FLOPs, epochs); None otherwise."""
+        return self.evals[model][0]["budget"]
+
 
 def load_study(cfg: Config, data_dir: Path, runs_dir: Path) -> Study:
     """Read the spec and every evaluate record, and check every other input before any is used."""
     spec = prepared_spec(data_dir)
     classes, colours, dataset = spec.names, spec.palette, spec.name
     evals = {}
-    for model in list(cfg.members) + list(cfg.strategies):
-        ensemble = model not in cfg.members
+    for model in trained_alone(cfg) + list(cfg.strategies):
+        ensemble = model in cfg.strategies
         evals[model] = [_load_record(runs_dir / f"seed{seed}" / "evaluate" / f"{model}.json", classes, ensemble)
                         for seed in cfg.seeds]
     study = Study(cfg, data_dir, runs_dir, dataset, classes, colours, evals)
@@ -165,4 +190,11 @@ def _load_record(path: Path, classes: list[str], ensemble: bool) -> dict:
     if set(record["per_class_iou"]) != set(classes):
         raise UserError(f"{path}: per_class_iou names {sorted(record['per_class_iou'])} differ from spec.json's "
                         f"classes {classes}; {rerun('evaluate')}")
+    if record["kind"] not in STAGES:
+        raise UserError(f"{path}: kind '{record['kind']}' is none of {', '.join(STAGES)}; {rerun('evaluate')}")
+    record = OPTIONAL_KEYS | record
+    budget = record["budget"]
+    if record["reference"] and not (isinstance(budget, dict) and all(key in budget for key in BUDGET_KEYS)):
+        raise UserError(f"{path}: a reference network's 'budget' must have {', '.join(BUDGET_KEYS)}; "
+                        f"{rerun('evaluate')}")
     return record

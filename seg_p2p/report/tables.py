@@ -17,15 +17,20 @@ from seg_p2p.atomic import write_text
 from seg_p2p.report.numbers import diverged, fmt, fmt_delta, mean_std, millions, paired_delta, seed_interval, stat
 from seg_p2p.report.study import Study
 
-LATEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--"}
+LATEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "×": r"$\times$"}
+# The reference network's budget counts in members.csv: exact integers, blank for ordinary members.
+BUDGET_COUNTS = ("budget_inference_params", "budget_train_flops", "budget_epochs", "ensemble_inference_params",
+                 "ensemble_train_flops", "ensemble_epochs")
 
 
 def members_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ensemble's members, then the budget-matched reference network with its budget beside the ensemble's."""
     rows, shown_rows = [], []
-    for model in study.members:
+    for model in study.members + study.references:
         first = study.evals[model][0]
         params = first["params"]
-        row, shown = {"model": model}, {"member": model}
+        role = "reference" if study.reference(model) else "member"
+        row, shown = {"model": model, "role": role}, {"member": model, "role": role}
         stat(row, shown, "miou", "mIoU", study.values(model, "miou"))
         stat(row, shown, "pixel_accuracy", "pixel acc.", study.values(model, "pixel_accuracy"))
         stat(row, shown, "mean_class_accuracy", "per-class acc.", study.values(model, "mean_class_accuracy"))
@@ -40,9 +45,23 @@ def members_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
              study.values(model, "inference_ms_per_image"), digits=1)
         row["cost_device"] = device
         stat(row, shown, "train_seconds", "train s", study.values(model, "train_seconds"), digits=0)
+        _budget_columns(study.budget(model), row, shown)
         rows.append(row)
         shown_rows.append(shown)
-    return pd.DataFrame(rows), pd.DataFrame(shown_rows)
+    return pd.DataFrame(rows).astype(dict.fromkeys(BUDGET_COUNTS, "Int64")), pd.DataFrame(shown_rows)
+
+
+def _budget_columns(budget: dict | None, row: dict, shown: dict) -> None:
+    """A reference network's parameters and training FLOPs beside its ensemble's (blank for ordinary members)."""
+    budget = budget or {}
+    row.update({f"budget_{key}": budget.get(key) for key in ("width", "inference_params", "train_flops", "epochs")})
+    row.update({key: budget.get(key) for key in ("ensemble_inference_params", "ensemble_train_flops",
+                                                 "ensemble_epochs")})
+    row["budget_ensemble"] = " ".join(budget.get("ensemble", []))
+    shown["params vs ensemble (M)"] = (f"{millions(budget['inference_params'])} / "
+                                       f"{millions(budget['ensemble_inference_params'])}" if budget else "—")
+    shown["train FLOPs vs members'"] = (f"{budget['train_flops'] / budget['ensemble_train_flops']:.2f}×"
+                                        if budget else "—")
 
 
 def best_member(study: Study) -> str:

@@ -1,11 +1,12 @@
 """The verdict in words, generated from the same numbers and intervals as the tables.
 
 Sentences are built here rather than written by hand so the words can never disagree with the tables. The verdict
-answers in four parts: (a) can the adversarial members be trained end-to-end at all, (b) does it pay against the
+answers in five parts: (a) can the adversarial members be trained end-to-end at all, (b) does it pay against the
 compute-matched control, (c) what the discriminator does, (d) whether the adversarial member adds to the ensemble
-(leave-one-out); beside it, what the GAN term does on each supervision path (the members' 2 x 2) and what end-to-end
-training does to each member scored alone. Which run answers which part is read from the rows' roles (stacking,
-control, end_to_end; beta, discriminator, init) and member lists, never from strategy names.
+(leave-one-out), (e) whether ensembling pays at all (seg_p2p.report.ensembling); beside it, what the GAN term does
+on each supervision path (the members' 2 x 2) and what end-to-end training does to each member scored alone. Which
+run answers which part is read from the rows' roles (stacking, control, end_to_end; beta, discriminator, init) and
+member lists, never from strategy names.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def effect(delta: dict) -> str:
     return f"is not conclusive (the interval includes 0; this study resolves |Δ| ≥ {detectable:.3f}, {needed})"
 
 
-def _answer(effect_words: str, helps: str = "Yes", hurts: str = "No, it hurts") -> str:
+def answer(effect_words: str, helps: str = "Yes", hurts: str = "No, it hurts") -> str:
     return {"helps": helps, "hurts": hurts}.get(effect_words, "Not conclusive")
 
 
@@ -52,7 +53,7 @@ def _describe(row: dict) -> str:
     return f"`{row['strategy']}` (β = {row['beta']:g}, {'with' if row['discriminator'] else 'no'} D, {init})"
 
 
-def _principal(rows: list[dict]) -> dict | None:
+def principal_run(rows: list[dict]) -> dict | None:
     """The end-to-end run the question is about: the first one that keeps the discriminator and has a control,
     fine-tuned before from scratch."""
     widest = max((len(r["members"]) for r in rows), default=0)  # every member: not a leave-one-out run
@@ -61,23 +62,30 @@ def _principal(rows: list[dict]) -> dict | None:
     return next((r for r in candidates if r["init"] == "members"), candidates[0] if candidates else None)
 
 
-def trainable_sentence(rows: list[dict], subject: str) -> str:
-    """(a): over every end-to-end run that keeps the discriminator (all seeds), how many diverged or collapsed."""
+def trainability(rows: list[dict]) -> dict | None:
+    """(a)'s numbers: over every end-to-end run that keeps the discriminator (all seeds), how many runs, diverged,
+    not recorded and collapsed; None when there is no such run."""
     runs = [r for r in rows if r["role"] == "end_to_end" and r["discriminator"]]
     if not runs:
+        return None
+    return {"names": [r["strategy"] for r in runs], **{key: sum(r[key] for r in runs)
+                                                        for key in ("runs", "diverged", "unrecorded", "collapsed")}}
+
+
+def trainable_sentence(rows: list[dict], subject: str) -> str:
+    """(a): over every end-to-end run that keeps the discriminator (all seeds), how many diverged or collapsed."""
+    counts = trainability(rows)
+    if counts is None:
         return (f"(a) Is it trainable? Not tested: this study has no end-to-end run with the discriminator in the "
                 f"loop, so it does not say whether {subject} can be trained end-to-end.")
-    n = sum(r["runs"] for r in runs)
-    k = sum(r["diverged"] for r in runs)
-    collapsed = sum(r["collapsed"] for r in runs)
-    unrecorded = sum(r["unrecorded"] for r in runs)
-    names = ", ".join(f"`{r['strategy']}`" for r in runs)
-    answer = "Yes" if k == 0 else ("No" if k == n else "Only unreliably")
+    n, k, collapsed = counts["runs"], counts["diverged"], counts["collapsed"]
+    names = ", ".join(f"`{name}`" for name in counts["names"])
+    opening = "Yes" if k == 0 else ("No" if k == n else "Only unreliably")
     were, its = ("were", "their discriminators") if " and " in subject else ("was", "its discriminator")
-    sentence = (f"(a) Is it trainable? {answer}: {subject} {were} trained end-to-end with the other networks, {its} "
+    sentence = (f"(a) Is it trainable? {opening}: {subject} {were} trained end-to-end with the other networks, {its} "
                 f"in the loop, in {n} runs ({names}, every seed); {k} diverged")
-    if unrecorded:
-        sentence += f" ({unrecorded} not recorded)"
+    if counts["unrecorded"]:
+        sentence += f" ({counts['unrecorded']} not recorded)"
     sentence += (f", and the discriminator collapsed (loss < 1e-3 for the patience window) in {collapsed}."
                  if collapsed else ", and no discriminator collapsed.")
     return sentence
@@ -86,13 +94,13 @@ def trainable_sentence(rows: list[dict], subject: str) -> str:
 def pays_sentence(rows: list[dict]) -> str:
     """(b): the principal end-to-end run against its compute-matched control, the other end-to-end runs after it,
     and the control against frozen stacking (what more training alone does)."""
-    principal = _principal(rows)
+    principal = principal_run(rows)
     if principal is None:
         return ("(b) Does end-to-end training pay? Not tested: no end-to-end run with the discriminator has a "
                 "compute-matched control (a beta = 0 run with the same init) in this study.")
     delta = principal["delta_control"]
     words = effect(delta)
-    sentence = (f"(b) Does end-to-end training pay against the control? {_answer(words)}: {_describe(principal)} "
+    sentence = (f"(b) Does end-to-end training pay against the control? {answer(words)}: {_describe(principal)} "
                 f"vs `{principal['control']}` (β = 0: the same loop, epochs and batches, no gradient from the "
                 f"fusion loss into the members) is {delta_words(delta)} over {delta['seeds']} seeds, so end-to-end "
                 f"training {words}.")
@@ -110,19 +118,28 @@ def pays_sentence(rows: list[dict]) -> str:
     return sentence
 
 
-def discriminator_sentence(study: Study, rows: list[dict], subject: str) -> str:
-    """(c): the principal run against the same training without the discriminator, and how much of the
-    adversarial member's gradient the ensemble supplies."""
-    with_d = _principal(rows) or next((r for r in rows if r["role"] == "end_to_end" and r["discriminator"]), None)
+def discriminator_pair(study: Study, rows: list[dict]) -> dict | None:
+    """(c)'s numbers: the principal run, the same training without the discriminator, and their paired Δ; None when
+    the study has no such pair."""
+    with_d = principal_run(rows) or next((r for r in rows if r["role"] == "end_to_end" and r["discriminator"]), None)
     without_d = with_d and next((r for r in rows if r["role"] == "end_to_end" and not r["discriminator"]
                                  and r["beta"] == with_d["beta"] and r["init"] == with_d["init"]
                                  and set(r["members"]) == set(with_d["members"])), None)
     if without_d is None:
+        return None
+    return {"with": with_d, "without": without_d,
+            "delta": paired_delta(study, with_d["strategy"], without_d["strategy"])}
+
+
+def discriminator_sentence(pair: dict | None, subject: str) -> str:
+    """(c): the principal run against the same training without the discriminator (discriminator_pair), and how much
+    of the adversarial member's gradient the ensemble supplies."""
+    if pair is None:
         return ("(c) What does the discriminator do? Not tested: no end-to-end pair with and without the "
                 "discriminator at the same β and init in this study.")
-    delta = paired_delta(study, with_d["strategy"], without_d["strategy"])
+    with_d, without_d, delta = pair["with"], pair["without"], pair["delta"]
     words = effect(delta)
-    opening = _answer(words, "It helps", "It hurts")
+    opening = answer(words, "It helps", "It hurts")
     sentence = (f"(c) What does the discriminator do? {opening}: {_describe(with_d)} vs `{without_d['strategy']}` "
                 f"is {delta_words(delta)}, so keeping it {words}")
     if with_d["diverged"] != without_d["diverged"]:
@@ -139,7 +156,7 @@ def discriminator_sentence(study: Study, rows: list[dict], subject: str) -> str:
 
 def diversity_sentence(rows: list[dict]) -> str:
     """The collusion signal of the principal run: diversity on the monitored training images against val."""
-    principal = _principal(rows)
+    principal = principal_run(rows)
     diversity = ((principal or {}).get("signals") or {}).get("diversity", {})
     if "train" not in diversity or "val" not in diversity:
         return ""
@@ -150,16 +167,20 @@ def diversity_sentence(rows: list[dict]) -> str:
             "training images raise it there but not on val (Jeffares et al. 2023).")
 
 
+def leading_first(pairs: list[dict]) -> list[dict]:
+    """Leave-one-out pairs in the order (d) reports them: end-to-end with the discriminator, fine-tuned, first."""
+    return sorted(pairs, key=lambda p: (p["role"] != "end_to_end", not p["discriminator"], p["init"] != "members"))
+
+
 def adds_sentence(pairs: list[dict]) -> str:
     """(d): the full ensemble against the same training without one adversarial member (contributions.leave_one_out):
     the end-to-end pair with the discriminator leads, fine-tuned before from scratch; the other pairs follow."""
     if not pairs:
         return ("(d) Does the adversarial member add to the ensemble? Not tested: no strategy trains the same ensemble "
                 "without one adversarial member (a leave-one-out strategy: the same file with `members:` lacking it).")
-    order = sorted(pairs, key=lambda p: (p["role"] != "end_to_end", not p["discriminator"], p["init"] != "members"))
-    lead, others = order[0], order[1:]
+    lead, *others = leading_first(pairs)
     words = effect(lead["delta"])
-    sentence = (f"(d) Does {lead['member']} add to the ensemble? {_answer(words)}: `{lead['full']}` vs "
+    sentence = (f"(d) Does {lead['member']} add to the ensemble? {answer(words)}: `{lead['full']}` vs "
                 f"`{lead['without']}` (the same training, {lead['label']}, without {lead['member']}) is "
                 f"{delta_words(lead['delta'])} over {lead['delta']['seeds']} seeds, so {lead['member']} {words}.")
     if others:
@@ -181,7 +202,7 @@ def gan_sentence(pairs: list[dict]) -> str:
 
 def inside_sentence(entries: list[dict], rows: list[dict], subject: str) -> str:
     """What the principal end-to-end run did to the adversarial members as segmenters on their own."""
-    principal = _principal(rows)
+    principal = principal_run(rows)
     named = [e for e in entries if principal and e["strategy"] == principal["strategy"]
              and e["member"] in subject.split(" and ")]
     parts = []
