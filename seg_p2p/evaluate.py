@@ -1,10 +1,12 @@
-"""`seg-p2p evaluate`: every member and strategy of one seed, measured the same way.
+"""`seg-p2p evaluate`: every member, the budget-matched reference and every strategy of one seed, measured alike.
 
-Scores come from the stored test predictions against the test masks, through the same torchmetrics scorer
-as validation; parameters, FLOPs (torch.utils.flop_counter) and inference time from the architectures (a
-strategy's kind measures its own), measured on one model input on the study's device (`train.device`; recorded as
-`cost_device`) and scaled to a whole test photo (its windows and flips). Writes `{out}/{model}.json`, `{out}/{model}_test_tallies.npy` (per-image class tallies,
-for the report's bootstrap), and `{seed_dir}/metrics.json`, the flat summary `dvc metrics show` reads.
+Scores come from the stored test predictions against the test masks, through the same torchmetrics scorer as
+validation; parameters, FLOPs (torch.utils.flop_counter) and inference time from the architectures (a strategy's kind
+measures its own), measured on one model input on the study's device (`train.device`; recorded as `cost_device`) and
+scaled to a whole test photo (its windows and flips). The val predictions' mIoU is recorded too (`val_miou`), so the
+report picks the best member and the best ensemble without looking at test. Writes `{out}/{model}.json`,
+`{out}/{model}_test_tallies.npy` (per-image class tallies, for the report's bootstrap), and `{seed_dir}/metrics.json`,
+the flat summary `dvc metrics show` reads.
 """
 
 from __future__ import annotations
@@ -59,14 +61,14 @@ def member_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir: 
                                   lambda x: model.probabilities(model({"photo": x})).argmax(1))
     return {"kind": kind, "params": role_counts(model), **measured, **training_record(summary),
             "diverged": summary.get("diverged"), "curves": True, "hypothesis": None, "supervision": model.supervision,
-            "reference": False, "budget": None, "val_in_sample": False}
+            "budget": None, "val_in_sample": False}
 
 
 def reference_entry(cfg: Config, spec, example: torch.Tensor, seed_dir: Path, train_images: int) -> dict:
     """The budget-matched network's record: a member's, with its budget beside the ensemble's (seg_p2p.budget)."""
     steps_per_epoch = math.ceil(train_images / cfg.train.batch_size)
     return member_entry(cfg, REFERENCE, spec, example, seed_dir, "reference") | {
-        "reference": True, "budget": reference_budget(cfg, spec).record(steps_per_epoch)}
+        "budget": reference_budget(cfg, spec).record(steps_per_epoch)}
 
 
 def strategy_entry(cfg: Config, name: str, spec, example: torch.Tensor, seed_dir: Path, strategies_dir: Path,

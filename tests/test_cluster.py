@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import BIN, ONE_THREAD, run_in, study_repo, tiny_project
 
-KINDS = ("code", "prepare", "train", "predict", "ensemble", "evaluate", "report")
+KINDS = ("code", "prepare", "train", "predict", "reference", "ensemble", "evaluate", "report")
 ONE_CPU_JOBS = {kind: {"cpus": 1, "mem_gb": 1, "time_min": 30} for kind in KINDS}  # what the local SLURM offers
 # conftest's tiny params on one CPU per job; 32 training images and 6 epochs, so that a training is long enough
 # to be cancelled after its first checkpoint; three strategies (fixed, stacked, joint) cut to one epoch.

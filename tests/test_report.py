@@ -20,14 +20,13 @@ from seg_p2p.report.verdict import adds_sentence, effect, pays_sentence, trainab
 CLASSES = ["sky", "road", "car"]
 MEMBERS = ["pix2pix", "unet_l1", "unet_ce"]
 ALL_MEMBERS = MEMBERS + ["unet_ce_adv"]  # the members' 2 x 2
-# The budget-matched network, trained like a member and combined by no strategy: its record says `reference: true`.
-# Declared as a member here; the one named REFERENCE is declared by params.yaml's `reference:` instead.
-REFERENCES = ["unet_ce_budget"]
+# The budget-matched network (params.yaml's `reference:`), trained like a member and combined by no strategy.
+REFERENCES = [REFERENCE]
 SUPERVISION = {"pix2pix": "colour + L1", "unet_l1": "colour + L1", "unet_ce": "cross-entropy",
-               "unet_ce_adv": "cross-entropy", "deeplab": "cross-entropy", "unet_ce_budget": "cross-entropy",
+               "unet_ce_adv": "cross-entropy", "deeplab": "cross-entropy",
                REFERENCE: "cross-entropy"}
-# a user's fifth cross-entropy member and the references (their kind's settings: any plain one will do)
-KINDS = {"deeplab": "unet_ce", "unet_ce_budget": "unet_ce", REFERENCE: "unet_ce"}
+# a user's fifth cross-entropy member and the reference (their kind's settings: any plain one will do)
+KINDS = {"deeplab": "unet_ce", REFERENCE: "unet_ce"}
 # What evaluate writes as the reference's `budget` (its ensemble: the study's members).
 BUDGET = {"width": 1.7, "inference_params": 18_130_000, "ensemble_inference_params": 18_200_000,
           "train_flops": 1_020_000_000_000_000, "ensemble_train_flops": 1_000_000_000_000_000, "epochs": 6,
@@ -38,14 +37,13 @@ STRATEGIES = ["mean", "learned", "control", "joint", "joint-no-d"]
 OFFSETS = [0, 1, 0, 1, 0, 1]  # per-image variation of the error count, so the bootstrap has something to resample
 # Per model and seed, the base number of pixels (of 10 per class and image) labelled as the next class.
 ERRORS = {"pix2pix": (2, 4, 3), "unet_l1": (3, 3, 3), "unet_ce": (1, 1, 1), "unet_ce_adv": (2, 2, 2), "deeplab": (0, 0, 0),
-          "unet_ce_budget": (2, 1, 2), REFERENCE: (2, 1, 2),
+          REFERENCE: (2, 1, 2),
           "mean": (1, 2, 1), "max": (2, 2, 2), "zz": (3, 3, 3), "joint@pix2pix": (1, 1, 1), "control@pix2pix": (2, 2, 2),
           "learned": (3, 3, 3), "control": (3, 3, 3), "joint": (1, 1, 1), "joint-no-d": (3, 3, 3),
           "joint-onehot": (1, 1, 1), "control-without-pix2pix": (2, 2, 2), "joint-without-pix2pix": (1, 2, 1)}
 # Models that train with their own history.csv: the evaluate record says `curves: true` for them.
 HISTORY = {"pix2pix": ["loss_g_gan", "loss_g_l1", "loss_d"], "unet_l1": ["loss_g_l1"], "unet_ce": ["loss_ce"],
-           "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"], "unet_ce_budget": ["loss_ce"],
-           REFERENCE: ["loss_ce"],
+           "unet_ce_adv": ["loss_g_gan", "loss_ce", "loss_d"], "zz": ["loss_ce"], REFERENCE: ["loss_ce"],
            "control": ["loss_g_gan", "loss_ce", "loss_d"], "joint": ["loss_g_gan", "loss_ce", "loss_d"],
            "joint-no-d": ["loss_ce"], "joint-onehot": ["loss_g_gan", "loss_ce", "loss_d"]}
 GAN = ("pix2pix", "unet_ce_adv", "control", "joint", "joint-onehot")  # models with a discriminator
@@ -124,7 +122,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                members=MEMBERS, inside=False, without=None, references=REFERENCES, val_errors=None, no_val=()):
     """A prepared-data folder and a runs folder laid out as the pipeline writes them. `inside`: the joint runs
     record each member scored alone; `without`: strategy -> the members it runs (a leave-one-out run);
-    `references`: the budget-matched networks (REFERENCE declared by `reference:`, others as members);
+    `references`: [REFERENCE] (declared by `reference:`) or none;
     `val_errors`: model -> its val error bases where they differ from the test's; `no_val`: models that wrote no val
     predictions (val_miou null)."""
     errors = {**ERRORS, **(errors or {})}
@@ -140,7 +138,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
             conf = _confusions(errors[model][index])
             np.save(evaluate / f"{model}_test_tallies.npy", class_tallies(conf))
             gan = model in GAN
-            kind = "reference" if model == REFERENCE else ("member" if model in trained_alone else "ensemble")
+            kind = "reference" if model == REFERENCE else ("member" if model in members else "ensemble")
             record = {"model": model, "kind": kind, "seed": seed,
                       **scores_from_confusion(conf.sum(0), CLASSES),
                       "params": {"generator": 54_413_955, "discriminator": 2_768_705 if gan else 0, "fusion": 0,
@@ -152,7 +150,7 @@ def make_study(root, errors=None, diverged=(False, False, False), seeds=(0, 1, 2
                       "val_miou": None if model in no_val else _iou(val_errors[model][index]),
                       "val_in_sample": model in IN_SAMPLE}
             if model in trained_alone:
-                record |= {"supervision": SUPERVISION[model], "reference": model in references,
+                record |= {"supervision": SUPERVISION[model],
                            "budget": {**BUDGET, "ensemble": list(members)} if model in references else None}
             else:
                 record["members"] = (without or {}).get(model, list(members))
@@ -514,7 +512,7 @@ def _found(low: float, high: float, seeds: int = 3, reference: bool = True) -> d
     delta = {"delta": (low + high) / 2, "low": low, "high": high, "seeds": seeds, "se": (high - low) / 3.92}
     against = {"delta": 0.0, "low": -0.01, "high": 0.01, "seeds": seeds, "se": 0.02 / 3.92}
     return {"excluded": {"no val score": ["mean"], "fitted on val": ["learned"]}, "ensemble": "joint",
-            "member": "unet_ce_adv", "reference": "unet_ce_budget" if reference else None,
+            "member": "unet_ce_adv", "reference": REFERENCE if reference else None,
             "budget": {**BUDGET, "ensemble": ALL_MEMBERS} if reference else None, "delta_member": delta,
             "delta_reference": against if reference else None, "untested": None}
 
@@ -535,7 +533,7 @@ def _found(low: float, high: float, seeds: int = 3, reference: bool = True) -> d
 def test_part_e_on_hand_made_numbers(low, high, seeds, expected):
     sentence = ensembling_sentence(_found(low, high, seeds))
     assert sentence.startswith(expected)
-    assert ("against one network with the ensemble's budget (`unet_ce_budget`: 18.1M parameters against the "
+    assert ("against one network with the ensemble's budget (`reference`: 18.1M parameters against the "
             "ensemble's 18.2M, 1.02× its members' training FLOPs) it is +0.000 mIoU (95% interval [-0.010, +0.010] "
             "includes 0), so ensembling ") in sentence
     assert sentence.endswith("Not candidates for the best ensemble: `mean` (no val score), `learned` (fitted on val).")
@@ -559,11 +557,11 @@ def test_best_is_picked_on_val_not_test_and_never_a_strategy_fitted_on_val(tmp_p
     assert ("(e) Does ensembling pay? Yes: the best ensemble on val, `mean`, vs the best member on val, "
             "`unet_ce_adv`, is +") in text
     assert "Not candidates for the best ensemble: `joint-no-d` (no val score), `learned` (fitted on val)." in text
-    assert "against one network with the ensemble's budget (`unet_ce_budget`: 18.1M parameters" in text
+    assert "against one network with the ensemble's budget (`reference`: 18.1M parameters" in text
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["delta_best_ensemble_vs_best_member"] == pytest.approx(_iou(1) - _iou(2))
     assert summary["delta_best_ensemble_vs_reference"] == pytest.approx(
-        _mean_delta((1, 1, 1), ERRORS["unet_ce_budget"]))
+        _mean_delta((1, 1, 1), ERRORS[REFERENCE]))
     ensembles = pd.read_csv(tmp_path / "report" / "ensembles.csv")
     assert (ensembles["best_member"] == "unet_ce").all()  # table 2 still compares against the test-best member
 
@@ -580,7 +578,7 @@ def test_a_strategy_fitted_on_val_is_never_the_best_ensemble_even_alone(tmp_path
 def test_the_reference_is_never_the_best_member_nor_a_side_of_the_2x2(tmp_path):
     """The reference scores best of all members on test and val, yet every comparison among members passes it by;
     it is still a row of the members' and per-class tables."""
-    cfg, data, runs = make_study(tmp_path, members=ALL_MEMBERS, errors={"unet_ce_budget": (0, 0, 0)})
+    cfg, data, runs = make_study(tmp_path, members=ALL_MEMBERS, errors={REFERENCE: (0, 0, 0)})
     study = load_study(cfg, data, runs)
     assert study.members == ALL_MEMBERS and study.references == REFERENCES
     assert study.models == ALL_MEMBERS + REFERENCES + STRATEGIES
@@ -588,24 +586,24 @@ def test_the_reference_is_never_the_best_member_nor_a_side_of_the_2x2(tmp_path):
     assert "the best member on val, `unet_ce`," in text
     assert (pd.read_csv(tmp_path / "report" / "ensembles.csv")["best_member"] == "unet_ce").all()
     gan = pd.read_csv(tmp_path / "report" / "gan_2x2.csv")
-    assert "unet_ce_budget" not in set(gan["member_without_gan"]) | set(gan["member_with_gan"])
+    assert REFERENCE not in set(gan["member_without_gan"]) | set(gan["member_with_gan"])
     assert subject(study) == "pix2pix and unet_ce_adv"
-    assert "unet_ce_budget" in pd.read_csv(tmp_path / "report" / "per_class_iou.csv")["model"].tolist()
-    assert "unet_ce_budget" not in json.loads((runs / "seed0" / "evaluate" / "joint.json").read_text())["members"]
+    assert REFERENCE in pd.read_csv(tmp_path / "report" / "per_class_iou.csv")["model"].tolist()
+    assert REFERENCE not in json.loads((runs / "seed0" / "evaluate" / "joint.json").read_text())["members"]
 
 
 def test_members_csv_has_the_reference_row_with_its_budget_beside_the_ensembles(tmp_path):
     cfg, data, runs = make_study(tmp_path)
     text = write_report(cfg, data, runs, tmp_path / "report").read_text()
     members = pd.read_csv(tmp_path / "report" / "members.csv").set_index("model")
-    assert members["role"].to_dict() == {**dict.fromkeys(MEMBERS, "member"), "unet_ce_budget": "reference"}
-    reference = members.loc["unet_ce_budget"]
+    assert members["role"].to_dict() == {**dict.fromkeys(MEMBERS, "member"), REFERENCE: "reference"}
+    reference = members.loc[REFERENCE]
     assert reference[["budget_inference_params", "ensemble_inference_params", "budget_train_flops",
                       "ensemble_train_flops", "budget_epochs", "ensemble_epochs"]].tolist() == [
         18_130_000, 18_200_000, 1_020_000_000_000_000, 1_000_000_000_000_000, 6, 6]
     assert reference["budget_ensemble"] == " ".join(MEMBERS)
     assert members.loc[MEMBERS, ["budget_inference_params", "ensemble_train_flops"]].isna().all().all()
-    row = next(line for line in text.splitlines() if line.startswith("| unet_ce_budget"))
+    row = next(line for line in text.splitlines() if line.startswith("| reference"))
     assert "| reference" in row and "18.13 / 18.20" in row and "1.02×" in row
     assert r"1.02$\times$" in (tmp_path / "report" / "members.tex").read_text()
 
@@ -628,7 +626,7 @@ def test_records_without_val_scores_or_reference_say_what_is_not_tested(tmp_path
     cfg, data, runs = make_study(tmp_path, references=())
     for path in runs.glob("seed*/evaluate/*.json"):
         record = json.loads(path.read_text())
-        for key in ("val_miou", "val_in_sample", "reference", "budget"):
+        for key in ("val_miou", "val_in_sample", "budget"):
             record.pop(key, None)
         path.write_text(json.dumps(record))
     text = write_report(cfg, data, runs, tmp_path / "report").read_text()
@@ -641,11 +639,11 @@ def test_records_without_val_scores_or_reference_say_what_is_not_tested(tmp_path
 
 def test_a_reference_without_its_budget_says_to_rerun_evaluate(tmp_path):
     cfg, data, runs = make_study(tmp_path)
-    path = runs / "seed1" / "evaluate" / "unet_ce_budget.json"
+    path = runs / "seed1" / "evaluate" / "reference.json"
     record = json.loads(path.read_text())
     del record["budget"]["ensemble_train_flops"]
     path.write_text(json.dumps(record))
-    with pytest.raises(UserError, match=r"unet_ce_budget.json: a reference network's 'budget' must have width, "
+    with pytest.raises(UserError, match=r"reference.json: a reference network's 'budget' must have width, "
                        r"inference_params, .*; run `dvc repro -f -s evaluate`"):
         load_study(cfg, data, runs)
 
@@ -676,7 +674,7 @@ def test_the_headline_gives_each_part_its_number_in_at_most_five_sentences(tmp_p
                  f"[95%: {pair['delta_low']:+.3f}, {pair['delta_high']:+.3f}].")
     assert e.startswith("The best ensemble on val against the best member on val (`joint` vs `unet_ce`): "
                         f"{summary['delta_best_ensemble_vs_best_member']:+.3f} mIoU [95%: ")
-    assert ("; against one network with the ensemble's budget (`unet_ce_budget`): "
+    assert ("; against one network with the ensemble's budget (`reference`): "
             f"{summary['delta_best_ensemble_vs_reference']:+.3f} mIoU [95%: ") in e
     assert e.endswith(", not conclusive.")  # joint and unet_ce score alike: Δ 0, its interval includes 0
 
@@ -686,7 +684,7 @@ def test_the_headline_names_the_untested_parts_in_one_sentence(tmp_path):
     ensembling, untested = _headline(write_report(cfg, data, runs, tmp_path / "report").read_text())
     assert re.fullmatch(rf"The best ensemble on val against the best member on val \(`max` vs `unet_ce`\): "
                         rf"{_iou(2) - _iou(1):+.3f} mIoU \[95%: .+\], not conclusive; against one network with the "
-                        r"ensemble's budget \(`unet_ce_budget`\): \+0\.000 mIoU \[95%: .+\], not conclusive\.",
+                        r"ensemble's budget \(`reference`\): \+0\.000 mIoU \[95%: .+\], not conclusive\.",
                         ensembling)
     assert untested == ("Not tested here: end-to-end training with the discriminator, a compute-matched control, the "
                         "discriminator's effect, leave-one-out.")

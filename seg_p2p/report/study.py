@@ -3,8 +3,8 @@
 The report reads only what the pipeline wrote, so a missing or stale file is the user's to fix by
 rerunning a stage; each check names the file and that stage. What a model is (trained with curves, its
 role in the question: stacking, control, end-to-end) comes from its evaluate record, never from its file
-name, so a new strategy file takes its place in the report without a change here. Which members the ensemble
-combines and which model is the budget-matched reference network is read from the records too (`reference`).
+name, so a new strategy file takes its place in the report without a change here. The budget-matched reference
+(params.yaml's `reference:`, seg_p2p.budget) is read as a member is, from its own folder, and is never one of them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ RECORD_KEYS = ("kind", "miou", "pixel_accuracy", "mean_class_accuracy", "per_cla
 PARAM_KEYS = ("generator", "discriminator", "training", "inference")
 HYPOTHESIS_KEYS = ("label", "role", "discriminator", "beta", "init", "balance")
 # Fields newer than some records, with what an older record means by leaving them out.
-OPTIONAL_KEYS = {"val_miou": None, "val_in_sample": False, "reference": False, "budget": None}
+OPTIONAL_KEYS = {"val_miou": None, "val_in_sample": False, "budget": None}
 BUDGET_KEYS = ("width", "inference_params", "ensemble_inference_params", "train_flops", "ensemble_train_flops",
                "epochs", "ensemble_epochs", "ensemble")
 STAGES = {"member": ("train", "predict"), "reference": ("reference", "reference"),
@@ -37,7 +37,7 @@ STAGES = {"member": ("train", "predict"), "reference": ("reference", "reference"
 
 def trained_alone(cfg: Config) -> list[str]:
     """The models trained on their own: the members, then the budget-matched network of `reference:` if any."""
-    return list(cfg.members) + ([REFERENCE] if getattr(cfg, "reference", None) is not None else [])
+    return list(cfg.members) + ([REFERENCE] if cfg.reference is not None else [])
 
 
 @dataclass
@@ -58,18 +58,15 @@ class Study:
     def seeds(self) -> list[int]:
         return list(self.cfg.seeds)
 
-    def reference(self, model: str) -> bool:
-        """Whether a member is the budget-matched reference network: trained like a member, combined by no strategy."""
-        return bool(self.evals[model][0]["reference"])
-
     @property
     def members(self) -> list[str]:
-        """The ensemble's members (never the reference), so no comparison among members can pick the reference."""
-        return [m for m in self.cfg.members if not self.reference(m)]
+        """The ensemble's members: never the reference, so no comparison among members can pick it."""
+        return list(self.cfg.members)
 
     @property
     def references(self) -> list[str]:
-        return [m for m in trained_alone(self.cfg) if self.reference(m)]
+        """The budget-matched network, where the study has one: trained like a member, combined by no strategy."""
+        return trained_alone(self.cfg)[len(self.cfg.members):]
 
     @property
     def strategies(self) -> list[str]:
@@ -194,7 +191,7 @@ def _load_record(path: Path, classes: list[str], ensemble: bool) -> dict:
         raise UserError(f"{path}: kind '{record['kind']}' is none of {', '.join(STAGES)}; {rerun('evaluate')}")
     record = OPTIONAL_KEYS | record
     budget = record["budget"]
-    if record["reference"] and not (isinstance(budget, dict) and all(key in budget for key in BUDGET_KEYS)):
+    if record["kind"] == "reference" and not (isinstance(budget, dict) and all(key in budget for key in BUDGET_KEYS)):
         raise UserError(f"{path}: a reference network's 'budget' must have {', '.join(BUDGET_KEYS)}; "
                         f"{rerun('evaluate')}")
     return record

@@ -29,7 +29,7 @@ def members_table(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     for model in study.members + study.references:
         first = study.evals[model][0]
         params = first["params"]
-        role = "reference" if study.reference(model) else "member"
+        role = "reference" if model in study.references else "member"
         row, shown = {"model": model, "role": role}, {"member": model, "role": role}
         stat(row, shown, "miou", "mIoU", study.values(model, "miou"))
         stat(row, shown, "pixel_accuracy", "pixel acc.", study.values(model, "pixel_accuracy"))
