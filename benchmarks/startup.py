@@ -26,7 +26,8 @@ from pathlib import Path
 from benchmarks.checkout import REPO, commit_all, copy_checkout
 from seg_p2p.environment import dvc_executable, stage_environment
 
-TRACKED = ("train", "ensemble", "evaluate", "report")  # the stage kinds that open an MLflow run
+TRACKED = ("train", "reference", "ensemble", "evaluate", "report")  # the stage kinds that open an MLflow run
+COMMANDS = {"reference": 2}  # processes a stage starts where it is more than one (the reference: train, predict)
 BIN = Path(sys.executable).parent
 
 
@@ -98,8 +99,9 @@ def run_study(folder: Path) -> float:
 
 def inside_seconds(study: Path) -> dict[str, float]:
     """Each training's and strategy's train_seconds, by its train/ folder."""
+    paths = [*study.glob("runs/seed*/*/*/train/summary.json"), *study.glob("runs/seed*/reference/train/summary.json")]
     return {str(path.parent.relative_to(study)): json.loads(path.read_text())["train_seconds"]
-            for path in sorted(study.glob("runs/seed*/*/*/train/summary.json"))}
+            for path in sorted(paths)}
 
 
 def stage_counts(study: Path) -> Counter:
@@ -114,8 +116,8 @@ def study_share(study: Path, wall: float, costs: dict[str, dict]) -> dict:
     inside = inside_seconds(study)
     counts = stage_counts(study)
     dvc = dvc_overhead(study)
-    starts = sum((costs[kind]["median_s"] + dvc["dvc_per_stage_s"] + (costs["mlflow"]["median_s"] if kind in TRACKED
-                                                                        else 0)) * n
+    starts = sum((costs[kind]["median_s"] * COMMANDS.get(kind, 1) + dvc["dvc_per_stage_s"]
+                  + (costs["mlflow"]["median_s"] if kind in TRACKED else 0)) * n
                  for kind, n in counts.items() if kind in costs)
     return {"wall_s": round(wall, 1), "inside_s": round(sum(inside.values()), 1),
             "outside_share": round(1 - sum(inside.values()) / wall, 3), "stages": dict(counts), "dvc": dvc,
