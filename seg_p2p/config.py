@@ -95,6 +95,7 @@ class ClusterResources(Strict):
 
 
 GPU_STAGES = ("train", "predict", "ensemble", "reference")  # the stages whose models run on train.device
+TRAINING_STAGES = ("train", "reference")  # the stages that train one model in train.processes processes
 # sbatch options `cluster run` sets itself, from cluster.resources, the DAG and its job folder.
 SBATCH_OWN = {"cpus-per-task", "gres", "gpus", "gpus-per-node", "mem", "time", "partition", "account",
               "dependency", "kill-on-invalid-dep", "job-name", "output", "error", "nodes", "ntasks-per-node"}

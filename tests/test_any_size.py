@@ -86,7 +86,7 @@ def test_exp_run_scores_every_model_at_each_photos_native_size(slide_study):
         else:
             assert not (predict / "test_probs.npy").exists()
     metrics = json.loads((root / "runs" / "seed0" / "metrics.json").read_text())
-    assert set(metrics) == {*tiny_settings()["members"], "max", "learned", "joint"}
+    assert set(metrics) == {*tiny_settings()["members"], "reference", "max", "learned", "joint"}
     for model in metrics:  # costs per photo: each test photo here takes 6 windows (32 px, 8 px overlap)
         assert json.loads((root / "runs" / "seed0" / "evaluate" / f"{model}.json").read_text())[
             "model_inputs_per_image"] == 6

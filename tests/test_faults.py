@@ -573,6 +573,7 @@ def finished_study(workspace, tmp_path_factory, mlflow_template) -> Path:
     settings["members"] = {"unet_l1": settings["members"]["unet_l1"]}
     settings["strategy_settings"] = {}
     settings["gan_pairs"] = {}  # its pairs name members this study lacks
+    settings["reference"] = None  # the budget-matched network's files are checked in test_budget and test_pipeline
     (folder / "params.yaml").write_text(yaml.safe_dump(settings))
     shutil.copyfile(mlflow_template, folder / "mlflow.db")
     seed = folder / "runs" / "seed0"

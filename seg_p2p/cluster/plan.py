@@ -13,7 +13,7 @@ from contextlib import chdir
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from seg_p2p.config import ClusterResources, Config, StageResources
+from seg_p2p.config import TRAINING_STAGES, ClusterResources, Config, StageResources
 from seg_p2p.errors import UserError
 from seg_p2p.plan.stages import stage_kind, strategy_needs
 
@@ -83,11 +83,14 @@ def read_plan(root: Path, cfg: Config) -> list[StageJob]:
         jobs, named = [], {}  # named: a stage's address -> its jobs' names
         for stage in order:
             kind = stage_kind(stage.addressing)
-            job = StageJob(stage=stage.addressing, kind=kind, cmd=stage.cmd,
+            # a stage's cmd may be a list (the reference's: train, then predict), which DVC runs in order and stops
+            # at the first that fails: `&&` in the job's shell
+            cmd = " && ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd
+            job = StageJob(stage=stage.addressing, kind=kind, cmd=cmd,
                            needs=tuple(name for dep in graph.successors(stage) if dep in submitted
                                        for name in named[dep.addressing]),
                            resources=resources_for(kind, cfg.cluster.resources),
-                           processes=cfg.train.processes if kind == "train" else 1,
+                           processes=cfg.train.processes if kind in TRAINING_STAGES else 1,
                            inputs=input_digest(stage, produced))
             parts = strategy_jobs(job, cfg, root) if kind == "ensemble" else [job]
             named[stage.addressing] = [part.name for part in parts]

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from seg_p2p.config import GPU_STAGES
+from seg_p2p.config import GPU_STAGES, TRAINING_STAGES
 from seg_p2p.errors import UserError
 from seg_p2p.plan.estimate import Estimator, StagePlan
 from seg_p2p.plan.rates import Rates, measured_rates
@@ -122,7 +122,7 @@ def study_plan(cfg, strategies_dir: Path = Path("ensembles"), throughput_tflops:
 def job_request(cfg, kind: str) -> dict:
     """What a cluster job of a stage kind asks for: cluster.resources.<kind>, a training's GPUs per process."""
     request = getattr(cfg.cluster.resources, kind).model_dump()
-    if kind == "train":
+    if kind in TRAINING_STAGES:
         request["gpus"] *= cfg.train.processes
     return request
 
