@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from seg_p2p.errors import UserError
-from seg_p2p.models.registry import ensemble_params, inference_params, reference_settings, unknown_member
+from seg_p2p.models.registry import ensemble_params, inference_params, member_config, reference_settings
 from seg_p2p.run_paths import REFERENCE
 from seg_p2p.settings import MemberConfig
 
@@ -80,13 +79,11 @@ def reference_budget(cfg, spec) -> Budget:
 
 def member_training(cfg, name: str, spec) -> tuple[MemberConfig, object]:
     """A member's settings and `train:` (a config.TrainConfig); the reference's as the members' budget sets them."""
+    settings = member_config(cfg, name, spec)
     if name == REFERENCE and cfg.reference is not None:
         n_epochs, n_epochs_decay = reference_budget(cfg, spec).epochs
-        return (reference_settings(cfg, spec),
-                cfg.train.model_copy(update={"n_epochs": n_epochs, "n_epochs_decay": n_epochs_decay}))
-    if name not in cfg.members:
-        raise UserError(unknown_member(cfg, name))
-    return cfg.members[name], cfg.train
+        return settings, cfg.train.model_copy(update={"n_epochs": n_epochs, "n_epochs_decay": n_epochs_decay})
+    return settings, cfg.train
 
 
 def budget_table(cfg) -> dict:

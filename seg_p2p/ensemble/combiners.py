@@ -44,14 +44,17 @@ class FixedCombiner(CombinerKind):
         inference = Inference.from_config(job.cfg)
         with job.tracker():
             for split, split_probs in probs.items():  # val: what the report picks the best ensemble by
-                eval_sizes = [inference.eval_size(size) for size in job.data.sizes(split)]
-                target = SplitOutput(job.out_dir / "predict", split, eval_sizes, classes)
-                with prediction_writer(target, inference) as writer:
-                    for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name} {split}", unit="img",
-                                                  leave=False)):
-                        members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
-                                               for p in split_probs])
-                        writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
+                self.write_split(job, split, split_probs, inference)
+
+    def write_split(self, job: StrategyRun, split: str, probs: list, inference: Inference) -> None:
+        """One split's predictions, combined image by image from the members' stored probabilities `probs`."""
+        eval_sizes = [inference.eval_size(size) for size in job.data.sizes(split)]
+        target = SplitOutput(job.out_dir / "predict", split, eval_sizes, job.data.spec.num_classes)
+        with prediction_writer(target, inference) as writer:
+            for i, size in enumerate(tqdm(eval_sizes, desc=f"ensemble {job.name} {split}", unit="img", leave=False)):
+                members = torch.stack([resample(torch.from_numpy(p[i].astype(np.float32))[None], size)[0]
+                                       for p in probs])
+                writer.write(i, torch.from_numpy(self.combine(members[:, None].numpy())[0]))
 
     def photo_predictor(self, job: SegmentRequest):
         members = job.members()

@@ -115,14 +115,13 @@ class TrainedCombiner(CombinerKind):
         end-to-end training made it a better segmenter, or only a better complement."""
         device, classes, model = select_device(job.cfg.train.device), job.data.spec.num_classes, setup.model
         model.to(device)
+        for split, dataset in (("test", setup.test), ("val", setup.val)):
+            if dataset is not None:
+                sizes = [inference.eval_size(size) for size in job.data.sizes(split)]
+                predict_split(self.predictor(model, inference, job.data.names(split)), dataset, inference, device,
+                              SplitOutput(job.out_dir / "predict", split, sizes, classes), job.name)
         names = job.data.names("test")
         eval_sizes = [inference.eval_size(size) for size in job.data.sizes("test")]
-        predict_split(self.predictor(model, inference, names), setup.test, inference, device,
-                      SplitOutput(job.out_dir / "predict", "test", eval_sizes, classes), job.name)
-        if setup.val is not None:
-            val_sizes = [inference.eval_size(size) for size in job.data.sizes("val")]
-            predict_split(self.predictor(model, inference, job.data.names("val")), setup.val, inference, device,
-                          SplitOutput(job.out_dir / "predict", "val", val_sizes, classes), job.name)
         if self.scores_members_inside:
             for name, member in model.members.items():
                 torch.manual_seed(0)  # dropout_at_test draws from it, as in predict_member

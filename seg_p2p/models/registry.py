@@ -59,18 +59,18 @@ def member_settings(name: str, raw, key: str | None = None) -> MemberConfig:
 def build_member(cfg, name: str, spec) -> SegModel:
     """Member `name` of the study configuration `cfg` (a seg_p2p.config.Config), for the dataset `spec`; `reference`:
     the network given the ensemble's budget (seg_p2p.budget)."""
+    return build_settings(member_config(cfg, name, spec), spec, cfg.data.crop_size)
+
+
+def member_config(cfg, name: str, spec) -> MemberConfig:
+    """The settings member `name` is built with: its own, or for `reference` the widened ones of reference_settings."""
     if name == REFERENCE and cfg.reference is not None:
-        settings = reference_settings(cfg, spec)
-    elif name in cfg.members:
-        settings = cfg.members[name]
-    else:
-        raise UserError(unknown_member(cfg, name))
-    return build_settings(settings, spec, cfg.data.crop_size)
-
-
-def unknown_member(cfg, name: str) -> str:
-    return (f"member '{name}' is not defined under members: in params.yaml (defined: {', '.join(cfg.members)}"
-            f"{', and reference' if cfg.reference is not None else ''}); fix the name or add it")
+        return reference_settings(cfg, spec)
+    if name not in cfg.members:
+        raise UserError(f"member '{name}' is not defined under members: in params.yaml (defined: "
+                        f"{', '.join(cfg.members)}{', and reference' if cfg.reference is not None else ''}); fix the "
+                        "name or add it")
+    return cfg.members[name]
 
 
 def build_settings(settings: MemberConfig, spec, size: int) -> SegModel:

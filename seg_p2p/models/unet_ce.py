@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import PositiveFloat
 import torch.nn.functional as F
+from pydantic import PositiveFloat
 
 from seg_p2p.data.spec import IGNORE_INDEX
 from seg_p2p.models.member import SegModel, adam_group

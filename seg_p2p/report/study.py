@@ -35,9 +35,14 @@ STAGES = {"member": ("train", "predict"), "reference": ("reference", "reference"
           "ensemble": ("ensemble", "ensemble")}  # a record's kind -> the stages that train and predict it
 
 
+def reference_names(cfg: Config) -> list[str]:
+    """The budget-matched network of `reference:`, where the study has one."""
+    return [REFERENCE] if cfg.reference is not None else []
+
+
 def trained_alone(cfg: Config) -> list[str]:
-    """The models trained on their own: the members, then the budget-matched network of `reference:` if any."""
-    return list(cfg.members) + ([REFERENCE] if cfg.reference is not None else [])
+    """The models trained on their own: the members, then the reference."""
+    return list(cfg.members) + reference_names(cfg)
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Study:
     @property
     def references(self) -> list[str]:
         """The budget-matched network, where the study has one: trained like a member, combined by no strategy."""
-        return trained_alone(self.cfg)[len(self.cfg.members):]
+        return reference_names(self.cfg)
 
     @property
     def strategies(self) -> list[str]:
