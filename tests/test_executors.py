@@ -22,10 +22,11 @@ from seg_p2p.config import StageResources, load_config
 from seg_p2p.errors import UserError
 
 PENDING, DONE, FAILED, CANCELLED = JobState.PENDING, JobState.DONE, JobState.FAILED, JobState.CANCELLED
-# prepare -> train -> report, prepare -> evaluate -> report; train fails while the file `broken` exists.
+# prepare -> train -> report, prepare -> evaluate -> report; train fails while the file `broken` exists (its cmd a
+# list, as the reference stage's: a job runs its commands in order and stops at the first that fails, as DVC does).
 PIPELINE = {"stages": {
     "prepare": {"cmd": "echo data > a.txt", "outs": ["a.txt"]},
-    "train": {"cmd": "test ! -e broken && cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
+    "train": {"cmd": ["test ! -e broken", "cat a.txt > b.txt"], "deps": ["a.txt"], "outs": ["b.txt"]},
     "evaluate": {"cmd": "cat a.txt > e.txt", "deps": ["a.txt"], "outs": ["e.txt"]},
     "report": {"cmd": "cat b.txt e.txt > r.txt", "deps": ["b.txt", "e.txt"], "outs": ["r.txt"]}}}
 
